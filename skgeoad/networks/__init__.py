@@ -1,0 +1,12 @@
+"""Plain ``torch.nn.Module`` networks used by the detectors.
+
+Nothing in this sub-package knows about scikit-learn: each network takes its
+sizes in a typed constructor, initialises its weights from an explicit
+``torch.Generator`` in :meth:`reset_parameters`, and exposes
+``forward_features`` (the penultimate representation) and ``forward_head``.
+"""
+
+from .mlp import MLP
+from .wrn import WideResNet
+
+__all__ = ["MLP", "WideResNet"]

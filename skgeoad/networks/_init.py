@@ -1,0 +1,33 @@
+"""Weight initialisation shared by the networks, driven by an explicit generator."""
+
+import math
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def init_weights_(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Initialise every layer of ``module`` in place.
+
+    Convolutions get He-normal weights ``N(0, sqrt(2 / fan_in))`` (the GEOM
+    authors' choice for the Wide ResNet, suited to ReLU networks); linear layers
+    get ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` weights and zero biases (Keras'
+    dense initialiser in the same code); normalisation layers start at the
+    identity. All randomness comes from ``generator``, so two networks built
+    with equally seeded generators are equal and the global RNG is untouched.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(
+                layer.weight, mode="fan_in", nonlinearity="relu", generator=generator
+            )
+            if layer.bias is not None:
+                layer.bias.zero_()
+        elif isinstance(layer, nn.Linear):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        elif isinstance(layer, nn.modules.batchnorm._NormBase):
+            layer.reset_parameters()

@@ -1,0 +1,59 @@
+"""A plain multi-layer perceptron for tabular data."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ._init import init_weights_
+
+
+class MLP(nn.Module):
+    """``[Linear - BatchNorm - ReLU] * len(hidden_sizes)`` followed by a linear head.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of each input vector.
+    num_outputs : int
+        Size of the output layer.
+    hidden_sizes : sequence of int, default=(64,)
+        Width of each hidden layer; empty for a linear model.
+    batch_norm : bool, default=True
+        Normalise each hidden layer's pre-activations.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        hidden_sizes: Sequence[int] = (64,),
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        if any(size < 1 for size in hidden_sizes):
+            raise ValueError(f"hidden sizes must be positive, got {tuple(hidden_sizes)}.")
+        layers = []
+        width = in_features
+        for size in hidden_sizes:
+            layers.append(nn.Linear(width, size, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(nn.ReLU(inplace=True))
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.num_features = width
+        self.fc = nn.Linear(width, num_outputs)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
+        init_weights_(self, generator)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return features if pre_logits else self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,171 @@
+"""Self-labelling transformations, applied batched on the device.
+
+Two families, one interface (``n_transforms``, ``forward(x, labels)`` for a
+batch with one transformation per sample, ``expand(x)`` for every
+transformation of every sample):
+
+* :class:`GeometricTransformations` - Golan & El-Yaniv's compositions of a
+  horizontal flip, a translation and a rotation by a multiple of 90 degrees.
+  Every such transformation only moves pixels, so each one is stored as a table
+  of source-pixel indices and a whole mixed batch is transformed by a single
+  ``gather``: no per-image Python, no interpolation.
+* :class:`AffineTransformations` - GOAD's random linear maps ``x -> x W_m`` for
+  tabular data (Bergman & Hoshen, 2020).
+
+Both are ``nn.Module``s holding their tables as buffers, so they move to a
+device with ``.to`` and pickle with the detector.
+"""
+
+import itertools
+
+import torch
+from torch import nn
+
+#: Which factors each named set of image transformations combines.
+TRANSFORMATION_SETS = {
+    "all": ("flip", "translate", "rotate"),
+    "translations_rotations": ("translate", "rotate"),
+    "flips_rotations": ("flip", "rotate"),
+    "rotations": ("rotate",),
+}
+
+
+def _symmetric_index(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Map out-of-range coordinates back inside like ``np.pad(mode="symmetric")``.
+
+    The edge pixel is repeated (``... b a | a b ... | z y ...``), which is what
+    ``scipy.ndimage``'s ``mode="reflect"`` used by the reference code does.
+    Valid for coordinates in ``[-size, 2 * size)``.
+    """
+    index = torch.where(index < 0, -index - 1, index)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+class GeometricTransformations(nn.Module):
+    """Flips, translations and 90-degree rotations of images as index tables.
+
+    Transformation ``(flip, tx, ty, k)`` first mirrors the width axis if
+    ``flip``, then translates, ``out[i, j] = in[i + tx, j + ty]`` with the
+    uncovered border filled by symmetric reflection, then rotates by ``k``
+    quarter turns like ``np.rot90(out, k)``. The labels enumerate
+    ``itertools.product(flips, (0, -tx, +tx), (0, -ty, +ty), range(4))`` as in
+    the paper's code, so with ``kind="all"`` the label of
+    ``(flip, tx_i, ty_i, k)`` is ``36 flip + 12 tx_i + 4 ty_i + k``. Reduced
+    sets drop the factors they do not use and keep the same order.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size in pixels.
+    kind : {"all", "translations_rotations", "flips_rotations", "rotations"}
+        Which factors to combine: 72, 36, 8 or 4 transformations.
+    shift : tuple of int or None, default=None
+        Translation ``(tx, ty)`` in pixels along height and width; ``None``
+        uses a quarter of each side (8 for 32x32 images, as in the paper).
+    """
+
+    def __init__(self, height: int, width: int, kind: str = "all", shift=None):
+        super().__init__()
+        if kind not in TRANSFORMATION_SETS:
+            raise ValueError(
+                f"Unknown transformation set {kind!r}; choose one of {sorted(TRANSFORMATION_SETS)}."
+            )
+        factors = TRANSFORMATION_SETS[kind]
+        if "rotate" in factors and height != width:
+            raise ValueError(
+                f"Rotations by 90 degrees need square images, got {height}x{width}; "
+                "pad the images to a square first."
+            )
+        if shift is None:
+            shift = (height // 4, width // 4)
+        if "translate" in factors and min(shift) < 1:
+            raise ValueError(
+                f"Images of {height}x{width} pixels are too small for translations "
+                f"(a quarter of the side rounds to 0); they need at least 4x4 pixels, "
+                f"or use transformations='flips_rotations' or 'rotations'."
+            )
+        if "translate" in factors and (shift[0] >= height or shift[1] >= width):
+            raise ValueError(f"shift {shift} must be smaller than the image ({height}x{width}).")
+        self.height, self.width, self.kind = height, width, kind
+        self.shift = tuple(int(s) for s in shift)
+
+        flips = (False, True) if "flip" in factors else (False,)
+        txs = (0, -self.shift[0], self.shift[0]) if "translate" in factors else (0,)
+        tys = (0, -self.shift[1], self.shift[1]) if "translate" in factors else (0,)
+        turns = range(4) if "rotate" in factors else (0,)
+        self.transformation_params = list(itertools.product(flips, txs, tys, turns))
+        tables = [self._source_index(*params) for params in self.transformation_params]
+        self.register_buffer("index", torch.stack(tables))
+
+    @property
+    def n_transforms(self) -> int:
+        return len(self.transformation_params)
+
+    def _source_index(self, flip: bool, tx: int, ty: int, turns: int) -> torch.Tensor:
+        """Flat index of the input pixel that lands on each output pixel.
+
+        Walks the composition backwards: from an output coordinate through the
+        inverse rotation, the translation and the flip to the input coordinate.
+        """
+        h, w = self.height, self.width
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        # np.rot90(a)[i, j] == a[j, n - 1 - i] for a square n x n array.
+        for _ in range(turns):
+            rows, cols = cols, h - 1 - rows
+        rows = _symmetric_index(rows + tx, h)
+        cols = _symmetric_index(cols + ty, w)
+        if flip:
+            cols = w - 1 - cols
+        return (rows * w + cols).flatten()
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Apply transformation ``labels[i]`` to image ``x[i]``.
+
+        ``x`` has shape ``(n, channels, height * width)`` (flat pixels), the
+        result ``(n, channels, height, width)``.
+        """
+        index = self.index[labels].unsqueeze(1).expand(-1, x.shape[1], -1)
+        return x.gather(2, index).view(x.shape[0], x.shape[1], self.height, self.width)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """All transformations of every image, image-major.
+
+        ``(n, channels, height * width) -> (n * n_transforms, channels, height, width)``;
+        row ``i * n_transforms + t`` is transformation ``t`` of image ``i``.
+        """
+        n, channels = x.shape[:2]
+        out = x[:, :, self.index].transpose(1, 2)  # (n, T, channels, hw)
+        return out.reshape(n * self.n_transforms, channels, self.height, self.width)
+
+
+class AffineTransformations(nn.Module):
+    """GOAD's random affine maps for tabular data: ``T_m(x) = x W_m``.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension of the inputs.
+    n_transforms : int
+        Number ``M`` of random maps (classes of the self-labelled task).
+    out_features : int
+        Dimension ``r`` of each map's output.
+    generator : torch.Generator, optional
+        Source of the ``N(0, 1)`` matrix entries.
+    """
+
+    def __init__(self, n_features: int, n_transforms: int, out_features: int, generator=None):
+        super().__init__()
+        weights = torch.randn(n_transforms, n_features, out_features, generator=generator)
+        self.register_buffer("weights", weights)
+
+    @property
+    def n_transforms(self) -> int:
+        return self.weights.shape[0]
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Map ``x[i]`` (shape ``(n, n_features)``) with ``W[labels[i]]``."""
+        return torch.bmm(x.unsqueeze(1), self.weights[labels]).squeeze(1)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """All maps of every sample, image-major: ``(n * n_transforms, out_features)``."""
+        return torch.einsum("nd,mdr->nmr", x, self.weights).flatten(0, 1)
