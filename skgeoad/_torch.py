@@ -65,7 +65,9 @@ def seed_generators(random_state) -> tuple[np.random.Generator, torch.Generator]
     return np.random.default_rng(seed), torch_generator
 
 
-def build_module(factory, generator: torch.Generator, device: torch.device) -> torch.nn.Module:
+def build_module(
+    factory, generator: torch.Generator, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """Construct ``factory()`` without touching the global RNG, initialised from ``generator``.
 
     The module is built on the ``meta`` device (no memory, no default
@@ -77,7 +79,7 @@ def build_module(factory, generator: torch.Generator, device: torch.device) -> t
         module = factory()
     module.to_empty(device="cpu")
     module.reset_parameters(generator)
-    return module.to(device)
+    return module.to(device, dtype)
 
 
 def use_mixed_precision(mixed_precision, device: torch.device) -> bool:

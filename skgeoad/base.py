@@ -215,10 +215,23 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             std[std == 0] = 1.0
             self.scaling_ = (mean.astype(np.float32), (1.0 / std).astype(np.float32))
 
+    @property
+    def _dtype(self):
+        """float32 for images; float64 for tabular data, whose networks are small.
+
+        In float64 a sample's score is the same to ~1e-15 whatever batch it is
+        computed in (BLAS picks kernels by batch size), which scikit-learn's
+        subset-invariance check demands; in float32 it moves by ~1e-6.
+        """
+        if self.image_shape_ is None and self.device_.type != "mps":
+            return torch.float64
+        return torch.float32
+
     def _to_tensor(self, X):
-        """Scaled float32 tensor on the device: ``(n, C, H * W)`` for images, ``(n, d)`` for tabular."""
-        tensor = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(self.device_)
-        shift, scale = (torch.as_tensor(v, device=self.device_) for v in self.scaling_)
+        """Scaled tensor on the device: ``(n, C, H * W)`` for images, ``(n, d)`` for tabular."""
+        # A read-only input (a memmap, say) is copied: torch wants writable arrays.
+        tensor = torch.from_numpy(np.require(X, requirements="W")).to(self.device_, self._dtype)
+        shift, scale = (torch.as_tensor(v, device=self.device_, dtype=self._dtype) for v in self.scaling_)
         tensor = (tensor - shift) * scale
         if self.image_shape_ is None:
             return tensor

@@ -45,13 +45,15 @@ class GeometricTransformDetector(BaseDeepDetector):
         ``SimpleTransformer``), ``"rotations"`` keeps the four rotations.
         Fewer transformations train and score faster, usually at some cost in
         accuracy. Rotations need square images; translations at least 4x4.
-    score : {"dirichlet", "simplified"}, default="dirichlet"
+    score_type : {"dirichlet", "simplified"}, default="dirichlet"
         ``"dirichlet"`` fits, per transformation, a Dirichlet distribution to
         the softmax outputs of the training images (maximum likelihood,
         Wicker initialisation and Minka's fixed point, in float64) and scores
         ``mean_t sum_j (alpha_tj - 1) log p_j(T_t(x))``, the paper's normality
         score up to a constant and a factor. ``"simplified"`` is the mean
-        probability the classifier gives the correct transformation.
+        probability the classifier gives the correct transformation. (Named
+        ``score_type`` rather than ``score``: scikit-learn reserves
+        ``score`` for a method.)
     depth : int, default=10
         Depth ``6n + 4`` of the Wide ResNet (images).
     widen_factor : int, default=4
@@ -62,8 +64,9 @@ class GeometricTransformDetector(BaseDeepDetector):
         transformation per epoch). ``None`` uses the paper's
         ``ceil(200 / n_transforms)``: 3 for the 72 transformations.
     batch_size : int, default=128
-        Transformed images per optimisation step; also the number of network
-        inputs per forward pass when scoring, so memory stays bounded
+        Transformed images per optimisation step. Scoring runs in chunks of
+        the same number of network inputs (more for images smaller than
+        32x32, so that a pass holds as many pixels), so memory stays bounded
         whatever the number of samples.
     learning_rate : float, default=1e-3
         Adam's learning rate.
@@ -106,7 +109,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         Number of transformations, the classifier's number of classes.
     alpha_ : ndarray of shape (n_transforms_, n_transforms_)
         Dirichlet parameters, one row per transformation (estimated whatever
-        ``score`` is, for inspection).
+        ``score_type`` is, for inspection).
     epochs_ : int
         Epochs actually trained.
     history_ : list of dict
@@ -161,7 +164,7 @@ class GeometricTransformDetector(BaseDeepDetector):
     _parameter_constraints = {
         **BaseDeepDetector._parameter_constraints,
         "transformations": [StrOptions(set(TRANSFORMATION_SETS))],
-        "score": [StrOptions({"dirichlet", "simplified"})],
+        "score_type": [StrOptions({"dirichlet", "simplified"})],
         "depth": [Interval(Integral, 4, None, closed="left")],
         "widen_factor": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -174,7 +177,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         self,
         *,
         transformations="all",
-        score="dirichlet",
+        score_type="dirichlet",
         depth=10,
         widen_factor=4,
         epochs=None,
@@ -192,7 +195,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         random_state=None,
     ):
         self.transformations = transformations
-        self.score = score
+        self.score_type = score_type
         self.depth = depth
         self.widen_factor = widen_factor
         self.epochs = epochs
@@ -230,8 +233,8 @@ class GeometricTransformDetector(BaseDeepDetector):
             def factory():
                 return MLP(self.affine_dim, n_classes, tuple(self.hidden_layer_sizes))
 
-        network = build_module(factory, generator, self.device_)
-        return transformations.to(self.device_), network
+        network = build_module(factory, generator, self.device_, self._dtype)
+        return transformations.to(self.device_, self._dtype), network
 
     def _fit_tensor(self, X, rng, generator):
         self.transformations_, self.network_ = self._build(generator)
@@ -297,7 +300,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         clipped below at ``log(PROBABILITY_FLOOR)``.
         """
         n_transforms = self.n_transforms_
-        per_chunk = max(1, self.batch_size // n_transforms)
+        per_chunk = max(1, self._inference_batch_size() // n_transforms)
         floor = math.log(PROBABILITY_FLOOR)
         self.network_.eval()
         starts = range(0, len(X), per_chunk)
@@ -308,8 +311,21 @@ class GeometricTransformDetector(BaseDeepDetector):
             log_p = torch.log_softmax(logits.float(), dim=1).clamp_min_(floor)
             yield log_p.view(len(chunk), n_transforms, n_transforms)
 
+    def _inference_batch_size(self):
+        """Network inputs per forward pass when scoring.
+
+        ``batch_size`` for images of 32x32 or more; up to four times that for
+        smaller images, whose small tensors starve a CPU (measured on 8x8
+        digits with WRN-10-4: passes of 576 inputs ran 1.4x faster than of 144,
+        passes of 2,016 slower again), and 8 batches for tabular rows.
+        """
+        if self.image_shape_ is None:
+            return 8 * self.batch_size
+        height, width, _ = self.image_shape_
+        return self.batch_size * min(4, max(1, 1024 // (height * width)))
+
     def _normality(self, log_p):
-        if self.score == "simplified":
+        if self.score_type == "simplified":
             return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
         weighted = log_p.to(self._alpha_minus_one.dtype) * self._alpha_minus_one
         return weighted.sum((1, 2)) / self.n_transforms_
