@@ -183,6 +183,11 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             if X.ndim > 4:
                 raise ValueError(f"Image arrays must be (n, H, W) or (n, H, W, C); got shape {X.shape}.")
             array_shape = X.shape[1:] + (1,) * (4 - X.ndim)
+            if not reset and array_shape != getattr(self, "image_shape_", array_shape):
+                fitted_on = self.image_shape_ or f"tabular rows of {self.n_features_in_} features"
+                raise ValueError(
+                    f"X holds images of shape {array_shape}, but the detector was fitted on {fitted_on}."
+                )
             X = validate_data(self, X.reshape(len(X), -1), skip_check_array=True, reset=reset)
         else:
             X = validate_data(
@@ -195,11 +200,6 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                     f"image_shape={self.image_shape!r} does not match images of shape {array_shape}."
                 )
             self.image_shape_ = array_shape or shape_from_rows
-        elif array_shape is not None and array_shape != self.image_shape_:
-            fitted_on = self.image_shape_ or f"tabular rows of {self.n_features_in_} features"
-            raise ValueError(
-                f"X holds images of shape {array_shape}, but the detector was fitted on {fitted_on}."
-            )
         return X
 
     def _learn_scaling(self, X):
@@ -229,8 +229,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     def _to_tensor(self, X):
         """Scaled tensor on the device: ``(n, C, H * W)`` for images, ``(n, d)`` for tabular."""
-        # A read-only input (a memmap, say) is copied: torch wants writable arrays.
-        tensor = torch.from_numpy(np.require(X, requirements="W")).to(self.device_, self._dtype)
+        # Read-only (memmap) or negatively strided input is copied: torch takes neither.
+        tensor = torch.from_numpy(np.require(X, requirements=["C", "W"])).to(self.device_, self._dtype)
         shift, scale = (torch.as_tensor(v, device=self.device_, dtype=self._dtype) for v in self.scaling_)
         tensor = (tensor - shift) * scale
         if self.image_shape_ is None:
@@ -242,7 +242,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     # -- pickling across devices -------------------------------------------
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: on Python >= 3.11 ``object.__getstate__`` returns ``__dict__`` itself.
+        state = dict(super().__getstate__())
         # Everything torch holds goes to the CPU, so the pickle loads anywhere;
         # ``device_`` remembers where the model was fitted.
         for name, value in state.items():
@@ -271,9 +272,7 @@ def _to_cpu(value):
         return value.detach().cpu()
     if all(t.device.type == "cpu" for t in (*value.parameters(), *value.buffers())):
         return value
-
-    cpu_module = copy.deepcopy(value)
-    return cpu_module.to("cpu")
+    return copy.deepcopy(value).to("cpu")
 
 
 __all__ = ["BaseDeepDetector", "infer_image_shape"]
