@@ -1,0 +1,71 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from skgeoad import datasets
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", ["images.idx", "images.idx.gz"])
+def test_read_idx_round_trip(tmp_path, name):
+    array = np.random.default_rng(0).integers(0, 256, size=(5, 4, 3)).astype(np.uint8)
+    write_idx(tmp_path / name, array)
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / name), array)
+
+
+def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
+    write_idx(tmp_path / "labels.idx", np.arange(10))
+    data = (tmp_path / "labels.idx").read_bytes()
+    (tmp_path / "short.idx").write_bytes(data[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        datasets.read_idx(tmp_path / "short.idx")
+    (tmp_path / "text.idx").write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        datasets.read_idx(tmp_path / "text.idx")
+
+
+def fake_fashion_mnist(directory, n_train=6, n_test=4):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_fashion_mnist_from_data_home_and_environment(tmp_path, monkeypatch):
+    fake_fashion_mnist(tmp_path)
+    X_train, y_train, X_test, y_test = datasets.load_fashion_mnist(tmp_path)
+    assert X_train.shape == (6, 28, 28) and X_test.shape == (4, 28, 28)
+    np.testing.assert_array_equal(y_test, [0, 1, 2, 3])
+    monkeypatch.setenv("SKGEOAD_DATA", str(tmp_path))
+    assert datasets.load_fashion_mnist()[0].shape == (6, 28, 28)
+
+
+def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKGEOAD_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    with pytest.raises(FileNotFoundError, match="nowhere.*apt-get install dataset-fashion-mnist"):
+        datasets.load_fashion_mnist(tmp_path / "given")
+
+
+def test_digits_split_is_stratified_halves():
+    X_train, y_train, X_test, y_test = datasets.load_digits_split()
+    assert X_train.shape[1:] == (8, 8) and len(X_train) + len(X_test) == 1797
+    assert np.abs(np.bincount(y_train) - np.bincount(y_test)).max() <= 1
+
+
+def test_pad_and_one_vs_all():
+    images = np.ones((3, 28, 28))
+    padded = datasets.pad_images(images, 2)
+    assert padded.shape == (3, 32, 32) and padded[:, 0].sum() == 0 and padded[:, 2:30, 2:30].all()
+    X_normal, X_test, is_normal = datasets.one_vs_all(
+        np.arange(6), np.array([0, 1, 0, 1, 2, 2]), np.arange(4), np.array([1, 0, 1, 2]), normal_class=1
+    )
+    np.testing.assert_array_equal(X_normal, [1, 3])
+    np.testing.assert_array_equal(is_normal, [True, False, True, False])
