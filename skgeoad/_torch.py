@@ -127,6 +127,7 @@ def train_classifier(
     optimizer,
     generator,
     device,
+    scheduler=None,
     mixed_precision=False,
     verbose=0,
     description="training",
@@ -143,6 +144,8 @@ def train_classifier(
     n_items : int
         Size of the (virtual) data set; each epoch visits every item once in a
         fresh random order drawn from ``generator``.
+    scheduler : torch.optim.lr_scheduler.LRScheduler, optional
+        Stepped once per epoch.
 
     Returns
     -------
@@ -167,6 +170,8 @@ def train_classifier(
             (loss / (stop - start)).backward()
             optimizer.step()
             total_loss += loss.detach()
+        if scheduler is not None:
+            scheduler.step()
         epoch_loss = total_loss.item() / n_items
         history.append({"epoch": epoch + 1, "loss": epoch_loss})
         if verbose:

@@ -82,7 +82,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     # -- hooks -------------------------------------------------------------
 
     @abstractmethod
-    def _fit_tensor(self, X, rng, generator):
+    def _fit_tensor(self, X, rng, generator, **fit_params):
         """Train on the scaled tensor ``X``; return the training normality scores."""
 
     @abstractmethod
@@ -92,7 +92,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     # -- public API --------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, **fit_params):
         """Fit the detector on normal data.
 
         Parameters
@@ -102,6 +102,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             so or it can be inferred) or channels-last images.
         y : Ignored
             Not used, present for API consistency by convention.
+        **fit_params : dict
+            Passed to the detector's training (see its own ``fit``).
 
         Returns
         -------
@@ -113,7 +115,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.mixed_precision_ = use_mixed_precision(self.mixed_precision, self.device_)
         self._learn_scaling(X)
         rng, generator = seed_generators(self.random_state)
-        training_scores = self._fit_tensor(self._to_tensor(X), rng, generator)
+        training_scores = self._fit_tensor(self._to_tensor(X), rng, generator, **fit_params)
         self.offset_ = float(np.percentile(training_scores, 100.0 * self.contamination))
         return self
 
@@ -149,7 +151,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
-        return self.score_samples(X) - self.offset_
+        return self.score_samples(X) - self._offset()
+
+    def _offset(self):
+        """The threshold ``decision_function`` subtracts; detectors whose
+        scoring rule can change after fit override it."""
+        return self.offset_
 
     def predict(self, X):
         """Label each sample as an inlier (+1) or an outlier (-1).

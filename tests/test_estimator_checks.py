@@ -1,17 +1,24 @@
 """scikit-learn's own estimator checks, on the real algorithm with quick settings.
 
-The checks feed small tabular arrays, so they exercise the GOAD-style affine
-branch of the geometric detector; the image branch is covered in
-test_geometric.py.
+The checks feed small tabular arrays, so they exercise the tabular branch of
+each detector (GOAD-style affine maps, MLP classifiers); the image branches
+are covered in each detector's own tests.
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skgeoad import GeometricTransformDetector
+from skgeoad import GeometricTransformDetector, SubClusterDetector
 
-QUICK = dict(n_affine_transforms=8, affine_dim=8, hidden_layer_sizes=(16,), epochs=2, device="cpu")
+QUICK = dict(hidden_layer_sizes=(16,), epochs=2, device="cpu")
 
 
-@parametrize_with_checks([GeometricTransformDetector(**QUICK)])
+@parametrize_with_checks(
+    [
+        GeometricTransformDetector(n_affine_transforms=8, affine_dim=8, **QUICK),
+        # Without cluster_labels, as the checks call it: k-means sub-clusters.
+        SubClusterDetector(n_clusters=3, **QUICK),
+        SubClusterDetector(n_clusters=3, score_type="knn", **QUICK),
+    ]
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

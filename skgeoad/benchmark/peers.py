@@ -108,6 +108,7 @@ def _pyod(model, **defaults):
 #: Short name -> factory taking the detector's keyword parameters.
 DETECTORS = {
     "geometric": _skgeoad("GeometricTransformDetector"),
+    "subcluster": _skgeoad("SubClusterDetector"),
     "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
     "ocsvm": _sklearn("sklearn.svm", "OneClassSVM", gamma="scale"),
     "lof": _sklearn("sklearn.neighbors", "LocalOutlierFactor", novelty=True),

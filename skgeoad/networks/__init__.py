@@ -6,7 +6,8 @@ sizes in a typed constructor, initialises its weights from an explicit
 ``forward_features`` (the penultimate representation) and ``forward_head``.
 """
 
+from .cnn import SmallCNN
 from .mlp import MLP
 from .wrn import WideResNet
 
-__all__ = ["MLP", "WideResNet"]
+__all__ = ["MLP", "SmallCNN", "WideResNet"]

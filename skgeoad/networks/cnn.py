@@ -1,0 +1,57 @@
+"""A small convolutional classifier for small grey images (MNIST-like)."""
+
+import torch
+from torch import nn
+
+from ._init import init_weights_
+
+
+class SmallCNN(nn.Module):
+    """Two convolutional and two fully connected layers (Lee & Lee's MNIST network).
+
+    ``[conv3x3 - BN - ReLU - maxpool2] x 2 - adaptive average pool to 2x2 -
+    Linear(4 * width2 -> hidden) - ReLU - Linear(hidden -> num_classes)``.
+    The adaptive pool makes the network take any image of at least 4x4.
+
+    Parameters
+    ----------
+    in_channels : int
+    num_classes : int
+    widths : tuple of int, default=(32, 64)
+        Channels of the two convolutions.
+    hidden : int, default=128
+        Width of the first fully connected layer (the feature space).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths=(32, 64), hidden: int = 128):
+        super().__init__()
+        first, second = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, first, 3, padding=1, bias=False),
+            nn.BatchNorm2d(first),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(first, second, 3, padding=1, bias=False),
+            nn.BatchNorm2d(second),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(4 * second, hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.num_features = hidden
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
+        init_weights_(self, generator)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return features if pre_logits else self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
