@@ -6,6 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
@@ -329,6 +330,25 @@ class GeometricTransformDetector(BaseDeepDetector):
             return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
         weighted = log_p.to(self._alpha_minus_one.dtype) * self._alpha_minus_one
         return weighted.sum((1, 2)) / self.n_transforms_
+
+    def transformation_proba(self, X):
+        """The classifier's softmax over the transformations, for every transformation of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, H, W) or (n_samples, H, W, C)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_transforms_, n_transforms_)
+            ``proba[i, t, j]`` is the probability the classifier gives
+            transformation ``j`` when shown transformation ``t`` of sample
+            ``i``; the diagonal ``proba[:, t, t]`` is how well it recognises
+            each transformation (the simplified score is its mean).
+        """
+        check_is_fitted(self)
+        X = self._to_tensor(self._validate_input(X, reset=False))
+        return torch.cat([log_p.exp() for log_p in self._log_probabilities(X)]).cpu().numpy()
 
     def _score_tensor(self, X):
         scores = [self._normality(log_p) for log_p in self._log_probabilities(X)]

@@ -45,6 +45,16 @@ def test_training_loss_decreases(fitted_on_nines):
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
 
 
+def test_transformation_proba_is_what_the_scores_are_made_of(digits, fitted_on_nines):
+    _, _, X_test, _ = digits
+    proba = fitted_on_nines.transformation_proba(X_test[:7])
+    assert proba.shape == (7, 4, 4)
+    np.testing.assert_allclose(proba.sum(-1), 1.0, rtol=1e-5)
+    simplified = fitted_on_nines.set_params(score_type="simplified").score_samples(X_test[:7])
+    fitted_on_nines.set_params(score_type="dirichlet")
+    np.testing.assert_allclose(simplified, proba.diagonal(axis1=1, axis2=2).mean(1), rtol=1e-5)
+
+
 def test_dirichlet_parameters_favour_the_correct_transformation(fitted_on_nines):
     alpha = fitted_on_nines.alpha_
     assert alpha.shape == (4, 4) and np.all(alpha > 0)
