@@ -1,8 +1,9 @@
 """skgeoad: deep anomaly detectors for images, as scikit-learn estimators."""
 
+from .adgan import ADGANDetector
 from .geometric import GeometricTransformDetector
 from .subcluster import SubClusterDetector
 
 __version__ = "0.1.0"
 
-__all__ = ["GeometricTransformDetector", "SubClusterDetector", "__version__"]
+__all__ = ["ADGANDetector", "GeometricTransformDetector", "SubClusterDetector", "__version__"]

@@ -7,7 +7,7 @@ are covered in each detector's own tests.
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skgeoad import GeometricTransformDetector, SubClusterDetector
+from skgeoad import ADGANDetector, GeometricTransformDetector, SubClusterDetector
 
 QUICK = dict(hidden_layer_sizes=(16,), epochs=2, device="cpu")
 
@@ -18,6 +18,7 @@ QUICK = dict(hidden_layer_sizes=(16,), epochs=2, device="cpu")
         # Without cluster_labels, as the checks call it: k-means sub-clusters.
         SubClusterDetector(n_clusters=3, **QUICK),
         SubClusterDetector(n_clusters=3, score_type="knn", **QUICK),
+        ADGANDetector(latent_dim=4, n_seeds=3, n_search_steps=2, batch_size=16, **QUICK),
     ]
 )
 def test_sklearn_compatible(estimator, check):

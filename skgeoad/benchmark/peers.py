@@ -82,11 +82,11 @@ class PyODDetector(OutlierMixin, BaseEstimator):
         return -self.detector_.decision_function(validate_data(self, X, reset=False))
 
 
-def _skgeoad(class_name):
+def _skgeoad(class_name, **defaults):
     def factory(**params):
         import skgeoad
 
-        return getattr(skgeoad, class_name)(**params)
+        return getattr(skgeoad, class_name)(**{**defaults, **params})
 
     return factory
 
@@ -108,7 +108,11 @@ def _pyod(model, **defaults):
 #: Short name -> factory taking the detector's keyword parameters.
 DETECTORS = {
     "geometric": _skgeoad("GeometricTransformDetector"),
+    "adgan": _skgeoad("ADGANDetector"),
     "subcluster": _skgeoad("SubClusterDetector"),
+    "subcluster-odin": _skgeoad("SubClusterDetector", score_type="odin"),
+    "subcluster-kl": _skgeoad("SubClusterDetector", score_type="kl"),
+    "subcluster-knn": _skgeoad("SubClusterDetector", score_type="knn"),
     "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
     "ocsvm": _sklearn("sklearn.svm", "OneClassSVM", gamma="scale"),
     "lof": _sklearn("sklearn.neighbors", "LocalOutlierFactor", novelty=True),

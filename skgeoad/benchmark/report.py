@@ -70,11 +70,17 @@ def _format_group(group, records):
         row += [f"{values[key]:.1f}" if key < len(values) else "-" for values in published.values()]
         lines.append("| " + " | ".join(row) + " |")
 
-    means = []
+    means = {}
     for d in detectors:
         per_key = [np.mean(auroc[k, d]) for k in keys if auroc[k, d]]
-        complete = len(per_key) == len(keys)
-        means.append(f"{np.mean(per_key):.1f}" + ("" if complete else f" ({len(per_key)}/{len(keys)})") if per_key else "-")
+        if per_key:
+            complete = len(per_key) == len(keys)
+            means[d] = (np.mean(per_key), "" if complete else f" ({len(per_key)}/{len(keys)})")
+    best_mean = max((m for m, note in means.values() if not note), default=None)
+    means = [
+        "-" if d not in means else f"**{means[d][0]:.1f}**" if means[d][0] == best_mean else f"{means[d][0]:.1f}{means[d][1]}"
+        for d in detectors
+    ]
     means += [f"{np.mean([v[k] for k in keys if k < len(v)]):.1f}" for v in published.values()]
     lines.append("| mean | " + " | ".join(means) + " |")
     seconds = []

@@ -7,7 +7,8 @@ sizes in a typed constructor, initialises its weights from an explicit
 """
 
 from .cnn import SmallCNN
+from .dcgan import DCGANCritic, DCGANGenerator
 from .mlp import MLP
 from .wrn import WideResNet
 
-__all__ = ["MLP", "SmallCNN", "WideResNet"]
+__all__ = ["DCGANCritic", "DCGANGenerator", "MLP", "SmallCNN", "WideResNet"]

@@ -29,5 +29,5 @@ def init_weights_(module: nn.Module, generator: torch.Generator | None = None) -
             nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             if layer.bias is not None:
                 layer.bias.zero_()
-        elif isinstance(layer, nn.modules.batchnorm._NormBase):
+        elif isinstance(layer, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
             layer.reset_parameters()
