@@ -21,7 +21,13 @@ extensions = [
 ]
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": True}
+# Inherited members document the estimators' fit/predict/...; torch's Module
+# API and scikit-learn's metadata-routing plumbing are not ours to document.
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": "Module",
+    "exclude-members": "get_metadata_routing, set_fit_request, set_score_request, set_predict_request",
+}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 templates_path = ["_templates"]

@@ -1,7 +1,7 @@
 """
-==============================================
+===============================================
 Tuning a detector with GridSearchCV and ROC AUC
-==============================================
+===============================================
 
 Detectors ignore ``y`` in ``fit``, so ``GridSearchCV(scoring="roc_auc")`` can
 pass inlier/outlier labels to its scorer: the detector trains on the

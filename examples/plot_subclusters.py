@@ -7,7 +7,7 @@ Lee & Lee's Test 2: digits ``0..k-1`` are normal and digits 5-9 are
 anomalies, for ``k = 1..5``. :class:`~skgeoad.SubClusterDetector` is told
 which digit each normal image is (its sub-clusters); a one-class method sees
 one heterogeneous normal set. (With a single sub-cluster, ``k = 1``, the
-sub-cluster detector falls back to k-NN in a PCA embedding.)
+sub-cluster detector falls back to Euclidean k-NN in a PCA embedding.)
 """
 
 import matplotlib.pyplot as plt

@@ -108,7 +108,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         The transformations, as index tables (images) or affine matrices (tabular).
     n_transforms_ : int
         Number of transformations, the classifier's number of classes.
-    alpha_ : ndarray of shape (n_transforms_, n_transforms_)
+    alpha_ : ndarray of shape (n_transforms, n_transforms)
         Dirichlet parameters, one row per transformation (estimated whatever
         ``score_type`` is, for inspection).
     epochs_ : int
@@ -340,7 +340,7 @@ class GeometricTransformDetector(BaseDeepDetector):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_transforms_, n_transforms_)
+        proba : ndarray of shape (n_samples, n_transforms, n_transforms)
             ``proba[i, t, j]`` is the probability the classifier gives
             transformation ``j`` when shown transformation ``t`` of sample
             ``i``; the diagonal ``proba[:, t, t]`` is how well it recognises

@@ -119,8 +119,9 @@ class SubClusterDetector(BaseDeepDetector):
     A single sub-cluster (``cluster_labels`` with one value, or
     ``n_clusters=1``) leaves a classifier nothing to learn. The detector then
     trains none (``network_`` is ``None``) and every ``score_type`` is the
-    k-NN similarity in that PCA embedding: a strong classic baseline, and
-    the sensible limit of the method.
+    k-NN score in that PCA embedding, with Euclidean distance whatever
+    ``metric`` says: a strong classic baseline, and the sensible limit of the
+    method.
 
     References
     ----------
@@ -372,13 +373,16 @@ class SubClusterDetector(BaseDeepDetector):
         """Similarity of each feature vector to its nearest training features."""
         reference = self.train_features_
         k = min(self.n_neighbors, len(reference))
-        if self.metric == "cosine":
+        # Angles between centred PCA coordinates say little about nearness:
+        # the single-cluster fallback measures Euclidean distance.
+        metric = "euclidean" if self.network_ is None else self.metric
+        if metric == "cosine":
             features = torch.nn.functional.normalize(features, dim=1)
             reference = torch.nn.functional.normalize(reference, dim=1)
         per_block = max(1, _KNN_BLOCK // len(reference))
         scores = []
         for block in self._chunks(features, per_block):
-            if self.metric == "cosine":
+            if metric == "cosine":
                 similarity = block @ reference.T
             else:
                 similarity = -torch.cdist(block, reference)

@@ -100,7 +100,7 @@ def test_without_labels_k_means_finds_sub_clusters(multi_normal):
     assert roc_auc_score(is_normal, detector.score_samples(X_test)) > 0.85
 
 
-def test_a_single_sub_cluster_falls_back_to_knn_in_the_pca_embedding(digits):
+def test_a_single_sub_cluster_falls_back_to_euclidean_knn_in_the_pca_embedding(digits):
     X_train, y_train, X_test, y_test = digits
     zeros = X_train[y_train == 0]
     detector = SubClusterDetector(device="cpu", random_state=0).fit(zeros, cluster_labels=np.zeros(len(zeros)))
@@ -108,7 +108,7 @@ def test_a_single_sub_cluster_falls_back_to_knn_in_the_pca_embedding(digits):
     scores = {t: detector.set_params(score_type=t).score_samples(X_test) for t in ("msp", "odin", "knn")}
     np.testing.assert_array_equal(scores["msp"], scores["knn"])
     np.testing.assert_array_equal(scores["odin"], scores["knn"])
-    assert roc_auc_score(y_test == 0, scores["knn"]) > 0.9  # measured 0.937
+    assert roc_auc_score(y_test == 0, scores["knn"]) > 0.97  # measured 1.000 (digits 3: 0.997, 8: 0.985)
     same = SubClusterDetector(n_clusters=1, device="cpu", random_state=0).fit(zeros)
     np.testing.assert_array_equal(same.score_samples(X_test), scores["knn"])
 

@@ -21,9 +21,9 @@ def _stages(image_size: int) -> int:
 
 
 class DCGANGenerator(nn.Module):
-    """``Linear -> 4x4 x w -> [ConvT(4, stride 2) - BN - ReLU] ... -> ConvT -> tanh``.
+    """DCGAN generator: a linear map to 4x4 feature maps, then stride-2 transposed convolutions.
 
-    The widths halve at each doubling of the resolution and end at
+    ``Linear -> 4x4 x w -> [ConvT(4, stride 2) - BN - ReLU] x (m - 1) -> ConvT -> tanh``. The widths halve at each doubling of the resolution and end at
     ``base_width`` before the output layer: for 32x32 images and
     ``base_width=64``, ``4x4x256 -> 8x8x128 -> 16x16x64 -> 32x32xC``.
 
@@ -61,9 +61,9 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANCritic(nn.Module):
-    """``[Conv(4, stride 2) - norm - LeakyReLU(0.2)] ... -> 4x4 -> Linear(1)``.
+    """DCGAN critic: stride-2 convolutions down to 4x4, then a linear score.
 
-    Normalisation is per sample (``GroupNorm`` with one group, i.e. layer
+    ``[Conv(4, stride 2) - norm - LeakyReLU(0.2)] x m -> Linear(1)``. Normalisation is per sample (``GroupNorm`` with one group, i.e. layer
     norm), never batch norm: the gradient penalty of WGAN-GP is defined per
     sample.
 
