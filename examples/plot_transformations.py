@@ -12,7 +12,6 @@ indistinguishable; anomalies confuse the classifier everywhere.
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from skgeoad import GeometricTransformDetector

@@ -31,3 +31,21 @@ def init_weights_(module: nn.Module, generator: torch.Generator | None = None) -
                 layer.bias.zero_()
         elif isinstance(layer, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
             layer.reset_parameters()
+
+
+class FeatureClassifier(nn.Module):
+    """Shared tail of the classifiers: ``forward = forward_head(forward_features(x))``.
+
+    Subclasses define ``forward_features`` and a final linear layer ``fc``;
+    the split (as in timm) is what the k-NN score and embeddings need.
+    """
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
+        init_weights_(self, generator)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return features if pre_logits else self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

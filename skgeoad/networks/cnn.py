@@ -3,10 +3,10 @@
 import torch
 from torch import nn
 
-from ._init import init_weights_
+from ._init import FeatureClassifier
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(FeatureClassifier):
     """Two convolutional and two fully connected layers (Lee & Lee's MNIST network).
 
     ``[conv3x3 - BN - ReLU - maxpool2] x 2 - adaptive average pool to 2x2 -
@@ -43,15 +43,5 @@ class SmallCNN(nn.Module):
         self.num_features = hidden
         self.fc = nn.Linear(hidden, num_classes)
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
-        init_weights_(self, generator)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return features if pre_logits else self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

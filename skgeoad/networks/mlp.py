@@ -5,10 +5,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._init import init_weights_
+from ._init import FeatureClassifier
 
 
-class MLP(nn.Module):
+class MLP(FeatureClassifier):
     """``[Linear - BatchNorm - ReLU] * len(hidden_sizes)`` followed by a linear head.
 
     Parameters
@@ -45,15 +45,5 @@ class MLP(nn.Module):
         self.num_features = width
         self.fc = nn.Linear(width, num_outputs)
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
-        init_weights_(self, generator)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return features if pre_logits else self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

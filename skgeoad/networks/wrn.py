@@ -11,7 +11,7 @@ so any input size works: a 32x32 image ends on an 8x8 map as in the paper, an
 import torch
 from torch import nn
 
-from ._init import init_weights_
+from ._init import FeatureClassifier
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -46,7 +46,7 @@ class PreActBlock(nn.Module):
         return x + shortcut
 
 
-class WideResNet(nn.Module):
+class WideResNet(FeatureClassifier):
     """WRN-``depth``-``widen_factor`` classifier for images of any size.
 
     Parameters
@@ -98,18 +98,8 @@ class WideResNet(nn.Module):
         blocks += [PreActBlock(width, width) for _ in range(n_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise all weights from ``generator`` (see :func:`init_weights_`)."""
-        init_weights_(self, generator)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features, shape ``(n, 64 * widen_factor)``."""
         x = self.groups(self.stem(x))
         x = self.relu(self.final_norm(x))
         return self.pool(x).flatten(1)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return features if pre_logits else self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
