@@ -66,6 +66,15 @@ def read_idx(path):
     -------
     array : ndarray of uint8
         Shape as stored: ``(n,)`` for labels, ``(n, rows, cols)`` for images.
+
+    Examples
+    --------
+    >>> import gzip, tempfile
+    >>> path = tempfile.mkdtemp() + "/labels-idx1-ubyte.gz"
+    >>> with gzip.open(path, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 9]))
+    >>> read_idx(path)
+    array([7, 2, 9], dtype=uint8)
     """
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as handle:
@@ -226,6 +235,11 @@ def pad_images(X, padding, value=0):
 
     GEOM zero-pads 28x28 (Fashion-)MNIST to 32x32 before scaling pixels to
     [-1, 1], so the border becomes -1.
+
+    Examples
+    --------
+    >>> pad_images(np.ones((5, 28, 28)), 2).shape
+    (5, 32, 32)
     """
     X = np.asarray(X)
     widths = [(0, 0), (padding, padding), (padding, padding)] + [(0, 0)] * (X.ndim - 3)
@@ -243,6 +257,13 @@ def one_vs_all(X_train, y_train, X_test, y_test, normal_class):
         The whole test set.
     is_normal : ndarray of bool
         Ground truth for ``X_test`` (normal = positive class for AUROC).
+
+    Examples
+    --------
+    >>> X_train, y_train, X_test, y_test = load_digits_split()
+    >>> X_normal, X_eval, is_normal = one_vs_all(X_train, y_train, X_test, y_test, normal_class=3)
+    >>> len(X_normal), len(X_eval), int(is_normal.sum())
+    (91, 899, 92)
     """
     return X_train[y_train == normal_class], X_test, y_test == normal_class
 
@@ -259,6 +280,13 @@ def contaminated(X, y, normal_class, contamination, *, max_normal=None, random_s
     -------
     X_mixed : ndarray
     is_normal : ndarray of bool
+
+    Examples
+    --------
+    >>> X_train, y_train, _, _ = load_digits_split()
+    >>> X_mixed, is_normal = contaminated(X_train, y_train, 4, contamination=0.1)
+    >>> int(is_normal.sum()), int((~is_normal).sum())
+    (90, 10)
     """
     if not 0 <= contamination < 1:
         raise ValueError(f"contamination must be in [0, 1), got {contamination}.")
@@ -287,6 +315,14 @@ def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_class
         sub-cluster labels).
     X_eval, is_normal : ndarray
         Test images of the normal and anomaly classes, and the ground truth.
+
+    Examples
+    --------
+    >>> X_train, y_train, X_test, y_test = load_digits_split()
+    >>> X_normal, y_normal, X_eval, is_normal = multi_normal(
+    ...     X_train, y_train, X_test, y_test, normal_classes=[0, 1], anomaly_classes=[5, 6, 7, 8, 9])
+    >>> sorted(set(y_normal.tolist())), len(X_eval) == is_normal.size
+    ([0, 1], True)
     """
     normal_classes, anomaly_classes = list(normal_classes), list(anomaly_classes)
     if set(normal_classes) & set(anomaly_classes):

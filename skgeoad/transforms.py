@@ -62,6 +62,15 @@ class GeometricTransformations(nn.Module):
     shift : tuple of int or None, default=None
         Translation ``(tx, ty)`` in pixels along height and width; ``None``
         uses a quarter of each side (8 for 32x32 images, as in the paper).
+
+    Examples
+    --------
+    >>> transformations = GeometricTransformations(32, 32)
+    >>> transformations.n_transforms, transformations.transformation_params[37]
+    (72, (True, 0, 0, 1))
+    >>> images = torch.randn(2, 3, 32 * 32)            # (n, channels, flat pixels)
+    >>> transformations.expand(images).shape           # every transformation of both
+    torch.Size([144, 3, 32, 32])
     """
 
     def __init__(self, height: int, width: int, kind: str = "all", shift=None):
@@ -151,6 +160,12 @@ class AffineTransformations(nn.Module):
         Dimension ``r`` of each map's output.
     generator : torch.Generator, optional
         Source of the ``N(0, 1)`` matrix entries.
+
+    Examples
+    --------
+    >>> maps = AffineTransformations(10, 4, 3, generator=torch.Generator().manual_seed(0))
+    >>> maps.expand(torch.randn(5, 10)).shape
+    torch.Size([20, 3])
     """
 
     def __init__(self, n_features: int, n_transforms: int, out_features: int, generator=None):

@@ -127,7 +127,13 @@ DETECTORS = {
 
 
 def make_detector(name, params=None):
-    """An unfitted detector from its short name and parameters."""
+    """An unfitted detector from its short name and parameters.
+
+    Examples
+    --------
+    >>> make_detector("ocsvm", {"nu": 0.2})
+    OneClassSVM(nu=0.2)
+    """
     if name not in DETECTORS:
         raise ValueError(f"Unknown detector {name!r}; choose from {sorted(DETECTORS)}.")
     return DETECTORS[name](**(params or {}))

@@ -96,6 +96,13 @@ def make_tasks(
         half of the classes (5-9 for ten classes, as in Lee & Lee's Test 2).
     max_normal_classes : int, default=5
         Multi-normal: normal classes ``0..k-1`` for ``k = 1..max_normal_classes``.
+
+    Examples
+    --------
+    >>> X_train, y_train, X_test, y_test = load_rows("digits")
+    >>> tasks = make_tasks("digits", "multi-normal", X_train, y_train, X_test, y_test)
+    >>> [(task.key, task.info["normal_classes"]) for task in tasks[:2]]
+    [(1, [0]), (2, [0, 1])]
     """
     labels = sorted(int(c) for c in np.unique(y_train))
     rng = np.random.default_rng(0)

@@ -37,6 +37,19 @@ def format_tables(records):
 
     Cells are the mean over seeds with its standard error; the best detector
     of each row is in bold; failed runs are listed under the table.
+
+    Examples
+    --------
+    >>> records = [{"dataset": "digits", "protocol": "one-vs-all", "key": 0, "detector": "pca",
+    ...             "seed": 0, "auroc": 0.98, "fit_seconds": 0.1, "score_seconds": 0.1}]
+    >>> print(format_tables(records))
+    ### digits, one-vs-all
+    <BLANKLINE>
+    | class | pca |
+    |---|---|
+    | 0 | **98.0** |
+    | mean | **98.0** |
+    | fit + score s | 0 + 0 |
     """
     groups = defaultdict(list)
     for record in records:

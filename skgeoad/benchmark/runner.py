@@ -71,6 +71,15 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
     joblib backend (``"loky"`` processes, ``"threading"``, or ``"dask"`` /
     ``"ray"`` once their joblib integration is registered). Each worker gets
     ``cpu_count // n_jobs`` torch/BLAS threads.
+
+    Examples
+    --------
+    >>> from skgeoad.benchmark import load_rows, make_detector, make_tasks
+    >>> X_train, y_train, X_test, y_test = load_rows("digits")
+    >>> tasks = make_tasks("digits", "one-vs-all", X_train, y_train, X_test, y_test, classes=[0])
+    >>> (record,) = run_all([(tasks[0], "iforest", make_detector("iforest"), 0)], progress=False)
+    >>> record["detector"], record["key"], bool(record["auroc"] > 0.9)
+    ('iforest', 0, True)
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm

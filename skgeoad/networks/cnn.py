@@ -21,6 +21,11 @@ class SmallCNN(FeatureClassifier):
         Channels of the two convolutions.
     hidden : int, default=128
         Width of the first fully connected layer (the feature space).
+
+    Examples
+    --------
+    >>> SmallCNN(1, num_classes=5).eval()(torch.randn(3, 1, 28, 28)).shape
+    torch.Size([3, 5])
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths=(32, 64), hidden: int = 128):

@@ -34,6 +34,11 @@ class DCGANGenerator(nn.Module):
     image_size : int
         Side of the square output, ``4 * 2^m`` with ``m >= 1``.
     base_width : int, default=64
+
+    Examples
+    --------
+    >>> DCGANGenerator(latent_dim=256, out_channels=1, image_size=32).eval()(torch.randn(4, 256)).shape
+    torch.Size([4, 1, 32, 32])
     """
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, base_width: int = 64):
@@ -73,6 +78,11 @@ class DCGANCritic(nn.Module):
     image_size : int
         Side of the square input, ``4 * 2^m`` with ``m >= 1``.
     base_width : int, default=64
+
+    Examples
+    --------
+    >>> DCGANCritic(in_channels=3, image_size=32)(torch.randn(4, 3, 32, 32)).shape
+    torch.Size([4])
     """
 
     def __init__(self, in_channels: int, image_size: int, base_width: int = 64):

@@ -21,6 +21,11 @@ class MLP(FeatureClassifier):
         Width of each hidden layer; empty for a linear model.
     batch_norm : bool, default=True
         Normalise each hidden layer's pre-activations.
+
+    Examples
+    --------
+    >>> MLP(20, 4, hidden_sizes=(64, 32)).eval()(torch.randn(8, 20)).shape
+    torch.Size([8, 4])
     """
 
     def __init__(

@@ -59,6 +59,14 @@ class WideResNet(FeatureClassifier):
         Total depth ``6n + 4``: ``n`` blocks in each of the three groups.
     widen_factor : int, default=4
         Width multiplier ``k`` of the three groups (``16k, 32k, 64k``).
+
+    Examples
+    --------
+    >>> network = WideResNet(in_channels=1, num_classes=72, depth=10, widen_factor=4).eval()
+    >>> network(torch.randn(2, 1, 32, 32)).shape
+    torch.Size([2, 72])
+    >>> network.forward_features(torch.randn(2, 1, 8, 8)).shape
+    torch.Size([2, 256])
     """
 
     def __init__(
