@@ -17,6 +17,9 @@ from .networks.dcgan import dcgan_side
 #: counting its two Adam moments: bounds the search's memory.
 _SEARCH_FLOATS = 2**26
 
+#: Adam's betas in the search, as in the paper.
+_SEARCH_BETAS = (0.5, 0.999)
+
 #: Fewest critic steps of the default training length (``epochs=None``).
 _MIN_CRITIC_STEPS = 2000
 
@@ -203,10 +206,10 @@ class ADGANDetector(BaseDeepDetector):
 
     def _gan_input(self, X):
         """Scaled flat tensors -> what the critic sees: padded square images or rows."""
+        images = self._network_input(X)
         if self.image_shape_ is None:
-            return X
-        height, width, channels = self.image_shape_
-        images = X.view(len(X), channels, height, width)
+            return images
+        height, width, _ = self.image_shape_
         side = self._side
         if side == height == width:
             return images
@@ -256,9 +259,10 @@ class ADGANDetector(BaseDeepDetector):
         seed = int(rng.integers(np.iinfo(np.int32).max))
         # Latent draws happen on the device, from a generator of its own.
         device_rng = torch.Generator(device=self.device_).manual_seed(seed)
-        self.latent_seeds_ = torch.randn(
-            self.n_seeds, self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype
-        )
+        def draw_latents(n):
+            return torch.randn(n, self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype)
+
+        self.latent_seeds_ = draw_latents(self.n_seeds)
         real_data = self._gan_input(X)
         g_optimizer, c_optimizer = self._optimizers()
         bounds = batch_bounds(len(X), self.batch_size)
@@ -273,10 +277,9 @@ class ADGANDetector(BaseDeepDetector):
             n_generator_steps = 0
             for start, stop in bounds:
                 real = real_data[order[start:stop]]
-                z = torch.randn(len(real), self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype)
                 with autocast(self.device_, self.mixed_precision_):
                     with torch.no_grad():
-                        fake = self.generator_(z)
+                        fake = self.generator_(draw_latents(len(real)))
                     fake = fake.to(real.dtype)
                     wasserstein = self.critic_(real).mean() - self.critic_(fake).mean()
                     loss = -wasserstein
@@ -293,9 +296,8 @@ class ADGANDetector(BaseDeepDetector):
                 totals[0] += wasserstein.detach().to(self._dtype)
                 step += 1
                 if step % self.n_critic == 0:
-                    z = torch.randn(len(real), self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype)
                     with autocast(self.device_, self.mixed_precision_):
-                        generator_loss = -self.critic_(self.generator_(z)).mean()
+                        generator_loss = -self.critic_(self.generator_(draw_latents(len(real)))).mean()
                     g_optimizer.zero_grad(set_to_none=True)
                     generator_loss.float().backward()
                     g_optimizer.step()
@@ -334,13 +336,10 @@ class ADGANDetector(BaseDeepDetector):
             losses[pairs] = search(targets[pairs // n_seeds], self.latent_seeds_[pairs % n_seeds])
         return -losses.view(len(X), n_seeds).mean(1).cpu().numpy().astype(np.float64)
 
-    def _adam_betas(self):
-        return 0.5, 0.999
-
     def _latent_search(self, targets, z):
         """Adam on the latent vectors only; one shared generator (in eval mode)."""
         z = z.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=self.latent_lr, betas=self._adam_betas())
+        optimizer = torch.optim.Adam([z], lr=self.latent_lr, betas=_SEARCH_BETAS)
         for _ in range(self.n_search_steps):
             with torch.enable_grad(), autocast(self.device_, self.mixed_precision_):
                 loss = _squared_error(self.generator_(z).to(targets.dtype), targets)
@@ -374,7 +373,7 @@ class ADGANDetector(BaseDeepDetector):
 
         step_fn = vmap(grad_and_value(loss_fn, argnums=(0, 1)))
         fused = {"fused": True} if self.device_.type in ("cuda", "cpu") else {}
-        betas = self._adam_betas()
+        betas = _SEARCH_BETAS
         optimizers = (
             torch.optim.Adam(weights.values(), lr=self.generator_lr, betas=betas, **fused),
             torch.optim.Adam([latent], lr=self.latent_lr, betas=betas, **fused),

@@ -133,9 +133,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             Higher means more normal. A sample's score does not depend on the
             other samples passed with it.
         """
-        check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
-        return self._score_tensor(self._to_tensor(X))
+        return self._score_tensor(self._fitted_tensor(X))
 
     def decision_function(self, X):
         """Shifted normality score: negative for outliers, positive for inliers.
@@ -221,6 +219,18 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             std = X.std(axis=0)
             std[std == 0] = 1.0
             self.scaling_ = (mean.astype(np.float32), (1.0 / std).astype(np.float32))
+
+    def _fitted_tensor(self, X):
+        """Check the detector is fitted, validate ``X`` against the fit, and return its tensor."""
+        check_is_fitted(self)
+        return self._to_tensor(self._validate_input(X, reset=False))
+
+    def _network_input(self, X):
+        """Flat tensors as networks take them: ``(n, C, H, W)`` images or ``(n, d)`` rows."""
+        if self.image_shape_ is None:
+            return X
+        height, width, channels = self.image_shape_
+        return X.view(len(X), channels, height, width)
 
     @property
     def _dtype(self):

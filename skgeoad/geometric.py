@@ -6,7 +6,6 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
@@ -49,7 +48,8 @@ class GeometricTransformDetector(BaseDeepDetector):
     score_type : {"dirichlet", "simplified"}, default="dirichlet"
         ``"dirichlet"`` fits, per transformation, a Dirichlet distribution to
         the softmax outputs of the training images (maximum likelihood,
-        Wicker initialisation and Minka's fixed point, in float64) and scores
+        Wicker initialisation and Minka's Newton iteration, in float64; see
+        :func:`skgeoad.dirichlet.fit_dirichlet`) and scores
         ``mean_t sum_j (alpha_tj - 1) log p_j(T_t(x))``, the paper's normality
         score up to a constant and a factor. ``"simplified"`` is the mean
         probability the classifier gives the correct transformation. (Named
@@ -346,8 +346,7 @@ class GeometricTransformDetector(BaseDeepDetector):
             ``i``; the diagonal ``proba[:, t, t]`` is how well it recognises
             each transformation (the simplified score is its mean).
         """
-        check_is_fitted(self)
-        X = self._to_tensor(self._validate_input(X, reset=False))
+        X = self._fitted_tensor(X)
         return torch.cat([log_p.exp() for log_p in self._log_probabilities(X)]).cpu().numpy()
 
     def _score_tensor(self, X):

@@ -284,13 +284,6 @@ class SubClusterDetector(BaseDeepDetector):
 
         return build_module(factory, generator, self.device_, self._dtype)
 
-    def _network_input(self, X):
-        """Flat tensors as the network takes them: ``(n, C, H, W)`` images or ``(n, d)`` rows."""
-        if self.image_shape_ is None:
-            return X
-        height, width, channels = self.image_shape_
-        return X.view(len(X), channels, height, width)
-
     def _fit_tensor(self, X, rng, generator, cluster_labels=None):
         self.embedding_ = self._fit_embedding(X, rng)
         self.clusters_, codes = self._find_clusters(X, cluster_labels, rng)
