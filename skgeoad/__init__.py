@@ -2,8 +2,9 @@
 
 from .adgan import ADGANDetector
 from .geometric import GeometricTransformDetector
+from .iterative_ae import IterativeClusterAEDetector
 from .subcluster import SubClusterDetector
 
 __version__ = "0.1.0"
 
-__all__ = ["ADGANDetector", "GeometricTransformDetector", "SubClusterDetector", "__version__"]
+__all__ = ["ADGANDetector", "GeometricTransformDetector", "IterativeClusterAEDetector", "SubClusterDetector", "__version__"]

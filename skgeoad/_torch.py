@@ -117,6 +117,38 @@ def progress(iterable, verbose, **kwargs):
     return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
 
 
+def run_epoch(
+    network, batch_loss, n_items, *, batch_size, optimizer, generator, device,
+    mixed_precision=False, verbose=0, description="epoch",
+):  # fmt: skip
+    """One pass over ``n_items`` in a fresh random order; returns the mean loss.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Put in training mode; its optimiser is ``optimizer``.
+    batch_loss : callable
+        ``batch_loss(item_indices) -> loss``: the loss *summed* over the
+        batch, with the indices a long tensor on ``device``.
+    n_items : int
+        Size of the (virtual) data set; the order is drawn from ``generator``.
+    """
+    network.train()
+    order = torch.randperm(n_items, generator=generator).to(device)
+    # Summed on the device: reading the loss every step would force a
+    # device synchronisation per batch.
+    total_loss = torch.zeros((), device=device)
+    bounds = batch_bounds(n_items, batch_size)
+    for start, stop in progress(bounds, verbose > 1, desc=description, unit="batch"):
+        with autocast(device, mixed_precision):
+            loss = batch_loss(order[start:stop]).float()
+        optimizer.zero_grad(set_to_none=True)
+        (loss / (stop - start)).backward()
+        optimizer.step()
+        total_loss += loss.detach()
+    return total_loss.item() / n_items
+
+
 def train_classifier(
     network,
     make_batch,
@@ -152,27 +184,22 @@ def train_classifier(
     history : list of dict
         ``{"epoch", "loss"}`` per epoch, the loss averaged over the items.
     """
-    network.train()
     loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
-    bounds = batch_bounds(n_items, batch_size)
+
+    def batch_loss(items):
+        inputs, targets = make_batch(items)
+        return loss_fn(network(inputs).float(), targets)
+
     history = []
     bar = progress(range(epochs), verbose, desc=description, unit="epoch")
     for epoch in bar:
-        order = torch.randperm(n_items, generator=generator).to(device)
-        # Summed on the device: reading the loss every step would force a
-        # device synchronisation per batch.
-        total_loss = torch.zeros((), device=device)
-        for start, stop in progress(bounds, verbose > 1, desc=f"epoch {epoch + 1}", unit="batch"):
-            inputs, targets = make_batch(order[start:stop])
-            with autocast(device, mixed_precision):
-                loss = loss_fn(network(inputs).float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            (loss / (stop - start)).backward()
-            optimizer.step()
-            total_loss += loss.detach()
+        epoch_loss = run_epoch(
+            network, batch_loss, n_items, batch_size=batch_size, optimizer=optimizer,
+            generator=generator, device=device, mixed_precision=mixed_precision,
+            verbose=verbose, description=f"epoch {epoch + 1}",
+        )  # fmt: skip
         if scheduler is not None:
             scheduler.step()
-        epoch_loss = total_loss.item() / n_items
         history.append({"epoch": epoch + 1, "loss": epoch_loss})
         if verbose:
             bar.set_postfix(loss=f"{epoch_loss:.4f}")

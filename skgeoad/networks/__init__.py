@@ -6,9 +6,10 @@ sizes in a typed constructor, initialises its weights from an explicit
 ``forward_features`` (the penultimate representation) and ``forward_head``.
 """
 
+from .autoencoder import ConvAutoencoder, MLPAutoencoder
 from .cnn import SmallCNN
 from .dcgan import DCGANCritic, DCGANGenerator
 from .mlp import MLP
 from .wrn import WideResNet
 
-__all__ = ["DCGANCritic", "DCGANGenerator", "MLP", "SmallCNN", "WideResNet"]
+__all__ = ["ConvAutoencoder", "DCGANCritic", "DCGANGenerator", "MLP", "MLPAutoencoder", "SmallCNN", "WideResNet"]
