@@ -4,7 +4,11 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from skgeoad import clustering
-from skgeoad.clustering import cluster_variances, distribution_clustering, select_low_variance_clusters
+from skgeoad.clustering import (
+    cluster_variances,
+    distribution_clustering,
+    select_low_variance_clusters,
+)
 
 
 @pytest.fixture(scope="module")
