@@ -34,6 +34,17 @@ def test_cli_runs_two_digit_classes_and_writes_results(tmp_path, capsys):
     assert "### digits, one-vs-all" in capsys.readouterr().out
 
 
+def test_contaminated_protocol_runs_the_iterative_detector(tmp_path):
+    out = tmp_path / "results"
+    argv = ["--protocol", "contaminated", "--contamination", "0.1", "--classes", "0", "--detectors",
+            "icae,iforest", "--set", "icae.epochs=20", "--set", "icae.device=cpu", "--out", str(out), "--quiet"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    records = {r["detector"]: r for r in read_records(out)}
+    assert records["icae"]["n_anomalies_in_train"] == 10
+    # Measured: icae 1.00, iforest 1.00 on digit 0.
+    assert records["icae"]["auroc"] > 0.95 and records["iforest"]["auroc"] > 0.95
+
+
 def test_budget_failures_and_resume(tmp_path, capsys):
     argv = ["--dataset", "digits,cifar10", "--data-home", str(tmp_path / "none"), "--classes", "3",
             "--detectors", "iforest,pca", "--max-train", "20", "--n-test", "200", "--seeds", "2",

@@ -113,6 +113,8 @@ DETECTORS = {
     "subcluster-odin": _skgeoad("SubClusterDetector", score_type="odin"),
     "subcluster-kl": _skgeoad("SubClusterDetector", score_type="kl"),
     "subcluster-knn": _skgeoad("SubClusterDetector", score_type="knn"),
+    "icae": _skgeoad("IterativeClusterAEDetector"),
+    "icae-mse": _skgeoad("IterativeClusterAEDetector", score_type="mse"),
     "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
     "ocsvm": _sklearn("sklearn.svm", "OneClassSVM", gamma="scale"),
     "lof": _sklearn("sklearn.neighbors", "LocalOutlierFactor", novelty=True),

@@ -2,8 +2,9 @@
 
 Nothing in this sub-package knows about scikit-learn: each network takes its
 sizes in a typed constructor, initialises its weights from an explicit
-``torch.Generator`` in :meth:`reset_parameters`, and exposes
-``forward_features`` (the penultimate representation) and ``forward_head``.
+``torch.Generator`` in :meth:`reset_parameters`. Classifiers expose
+``forward_features`` (the penultimate representation) and ``forward_head``;
+autoencoders ``encode`` (the bottleneck code) and ``decode``.
 """
 
 from .autoencoder import ConvAutoencoder, MLPAutoencoder
