@@ -51,7 +51,7 @@ def cluster_variances(X, labels):
 
 
 def select_low_variance_clusters(X, labels, rejection):
-    """Members of the clusters whose variance is at most the ``(100 - rejection)``th percentile.
+    """Members of the clusters whose variance is at most the percentile ``100 - rejection``.
 
     The variance of a cluster is the mean squared distance of its members to
     their mean. High-variance clusters are where anomalies gather, so the

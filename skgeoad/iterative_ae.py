@@ -58,7 +58,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         a Gaussian mixture for tabular data (the paper's choices).
     initial_rejection : float in [0, 100), default=35.0
         ``p0`` in the paper: the initial subset leaves out the clusters
-        whose variance is above the ``(100 - p0)``th percentile of the
+        whose variance is above the percentile ``100 - p0`` of the
         cluster variances.
     rejection : float in [0, 100), default=30.0
         ``p``: the same for the mixture components of each re-selection.
