@@ -346,10 +346,10 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         return labels, selected
 
     @torch.inference_mode()
-    def _encode(self, inputs):
-        """``(codes, {score_type: scores})`` of all ``inputs``, in chunks."""
+    def _encode(self, inputs, rules=SCORE_TYPES):
+        """``(codes, {rule: scores})`` of all ``inputs`` for the score ``rules``, in chunks."""
         self.network_.eval()
-        codes, scores = [], {rule: [] for rule in SCORE_TYPES}
+        codes, scores = [], {rule: [] for rule in rules}
         size = 4 * self.batch_size
         for start in range(0, len(inputs), size):
             chunk = inputs[start : start + size]
@@ -358,8 +358,10 @@ class IterativeClusterAEDetector(BaseDeepDetector):
                 reconstruction = self.network_.decode(code)
             chunk, reconstruction = chunk.flatten(1), reconstruction.to(self._dtype).flatten(1)
             codes.append(code.to(self._dtype))
-            scores["cosine"].append(torch.nn.functional.cosine_similarity(chunk, reconstruction, dim=1))
-            scores["mse"].append(-(chunk - reconstruction).pow(2).mean(1))
+            if "cosine" in scores:
+                scores["cosine"].append(torch.nn.functional.cosine_similarity(chunk, reconstruction, dim=1))
+            if "mse" in scores:
+                scores["mse"].append(-(chunk - reconstruction).pow(2).mean(1))
         return torch.cat(codes), {rule: torch.cat(values).cpu().numpy().astype(np.float64) for rule, values in scores.items()}
 
     def _score_rule(self):
@@ -369,7 +371,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
 
     def _reselect(self, inputs, seed, rule):
         """The members of the mixture's low-variance components on [code; reconstruction score]."""
-        codes, scores = self._encode(inputs)
+        codes, scores = self._encode(inputs, (rule,))
         features = np.column_stack([codes.cpu().double().numpy(), scores[rule]])
         std = features.std(axis=0)
         features = (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
@@ -432,8 +434,9 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     # -- scoring -----------------------------------------------------------
 
     def _score_tensor(self, X):
-        _, scores = self._encode(self._autoencoder_input(X))
-        return scores[self._score_rule()]
+        rule = self._score_rule()
+        _, scores = self._encode(self._autoencoder_input(X), (rule,))
+        return scores[rule]
 
     def _offset(self):
         return self.offsets_[self._score_rule()]
