@@ -6,7 +6,9 @@ input validation, reading rows as images, scaling, the device, seeding, the
 outlier detectors, and pickling across devices. A detector implements two
 hooks on tensors that are already validated, scaled and on the device:
 
-* ``_fit_tensor(X, rng, generator)`` trains and returns the training scores;
+* ``_fit_tensor(X, rng, generator)`` trains and returns the training scores
+  (or, for a detector whose scoring rule can change after fit, a dict of
+  them per rule, with ``_score_rule`` naming the rule in force);
 * ``_score_tensor(X)`` returns the normality scores (higher = more normal).
 """
 
@@ -116,8 +118,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self._learn_scaling(X)
         rng, generator = seed_generators(self.random_state)
         training_scores = self._fit_tensor(self._to_tensor(X), rng, generator, **fit_params)
-        self.offset_ = float(np.percentile(training_scores, 100.0 * self.contamination))
+        if isinstance(training_scores, dict):
+            self.offsets_ = {rule: self._threshold(scores) for rule, scores in training_scores.items()}
+            self.offset_ = self.offsets_[self._score_rule()]
+        else:
+            self.offset_ = self._threshold(training_scores)
         return self
+
+    def _threshold(self, training_scores):
+        """The ``contamination`` quantile of the training scores."""
+        return float(np.percentile(training_scores, 100.0 * self.contamination))
 
     def score_samples(self, X):
         """Normality score of each sample. The lower, the more abnormal.
@@ -151,9 +161,15 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         return self.score_samples(X) - self._offset()
 
+    def _score_rule(self):
+        """The scoring rule in force, for detectors that keep ``offsets_`` per rule."""
+        return self.score_type
+
     def _offset(self):
-        """The threshold ``decision_function`` subtracts; detectors whose
-        scoring rule can change after fit override it."""
+        """The threshold ``decision_function`` subtracts: the offset of the
+        rule in force when the detector keeps one per rule."""
+        if hasattr(self, "offsets_"):
+            return self.offsets_[self._score_rule()]
         return self.offset_
 
     def predict(self, X):

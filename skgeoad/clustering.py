@@ -88,6 +88,33 @@ def select_low_variance_clusters(X, labels, rejection):
     return np.isin(labels, clusters[variances <= threshold])
 
 
+def fit_predict_clusters(X, method, n_clusters, seed, covariance_type="full"):
+    """Hard labels from scikit-learn's k-means (``"kmeans"``) or Gaussian mixture (``"gmm"``).
+
+    Fewer distinct points than clusters, or EM stopping at its iteration
+    limit, only leave some clusters empty or rough: the warnings saying so
+    are silenced, and callers cope with empty clusters.
+
+    Examples
+    --------
+    >>> X = np.r_[np.zeros((5, 2)), np.ones((5, 2))]
+    >>> fit_predict_clusters(X, "kmeans", 2, seed=0)[[0, 9]].tolist() in ([0, 1], [1, 0])
+    True
+    """
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    if method == "kmeans":
+        model = KMeans(n_clusters, n_init=10, random_state=seed)
+    else:
+        model = GaussianMixture(n_clusters, covariance_type=covariance_type, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit_predict(X)
+
+
 def _blocks(n_rows, n_columns):
     rows = max(1, _BLOCK_ELEMENTS // max(1, n_columns))
     return [(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
@@ -296,4 +323,4 @@ def distribution_clustering(
     return labels
 
 
-__all__ = ["cluster_variances", "distribution_clustering", "select_low_variance_clusters"]
+__all__ = ["cluster_variances", "distribution_clustering", "fit_predict_clusters", "select_low_variance_clusters"]

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._torch import autocast, build_module, progress, run_epoch
 from .base import BaseDeepDetector
-from .clustering import distribution_clustering, select_low_variance_clusters
+from .clustering import distribution_clustering, fit_predict_clusters, select_low_variance_clusters
 from .networks import ConvAutoencoder, MLPAutoencoder
 
 #: Largest dimension the k-means / GMM initialisations cluster in; wider
@@ -331,7 +331,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             space = torch.nn.functional.normalize(flat, dim=1).cpu().numpy()
         else:
             space = _leading_components(flat.cpu().double().numpy(), seed)
-            labels = _cluster(space, method, min(self.n_init_clusters, len(space)), seed)
+            labels = fit_predict_clusters(space, method, min(self.n_init_clusters, len(space)), seed)
         selected = select_low_variance_clusters(space, labels, self.initial_rejection)
         if selected.sum() < 2:
             warnings.warn(
@@ -375,7 +375,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         features = np.column_stack([codes.cpu().double().numpy(), scores[rule]])
         std = features.std(axis=0)
         features = (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
-        labels = _cluster(features, "gmm", min(self.n_components, len(features)), seed, self.covariance_type)
+        labels = fit_predict_clusters(features, "gmm", min(self.n_components, len(features)), seed, self.covariance_type)
         return select_low_variance_clusters(features, labels, self.rejection)
 
     def _fit_tensor(self, X, rng, generator):
@@ -424,12 +424,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.selected_ = selected
         self.selection_masks_ = np.stack(masks)
         self.n_rounds_ = len(masks) - 1
-        _, training_scores = self._encode(inputs)
-        self.offsets_ = {
-            rule: float(np.percentile(scores, 100.0 * self.contamination))
-            for rule, scores in training_scores.items()
-        }
-        return training_scores[rule]
+        return self._encode(inputs)[1]
 
     # -- scoring -----------------------------------------------------------
 
@@ -437,9 +432,6 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         rule = self._score_rule()
         _, scores = self._encode(self._autoencoder_input(X), (rule,))
         return scores[rule]
-
-    def _offset(self):
-        return self.offsets_[self._score_rule()]
 
 
 def _leading_components(X, seed):
@@ -449,22 +441,6 @@ def _leading_components(X, seed):
     if X.shape[1] <= _MAX_INIT_DIMENSIONS:
         return X
     return PCA(min(_MAX_INIT_DIMENSIONS, len(X) - 1), random_state=seed).fit_transform(X)
-
-
-def _cluster(X, method, n_clusters, seed, covariance_type="full"):
-    """Hard cluster labels from scikit-learn's k-means or Gaussian mixture."""
-    from sklearn.cluster import KMeans
-    from sklearn.mixture import GaussianMixture
-
-    if method == "kmeans":
-        model = KMeans(n_clusters, n_init=10, random_state=seed)
-    else:
-        model = GaussianMixture(n_clusters, covariance_type=covariance_type, random_state=seed)
-    with warnings.catch_warnings():
-        # Fewer distinct points than clusters, or EM stopping at max_iter,
-        # only leave some clusters empty or rough: the selection copes.
-        warnings.simplefilter("ignore")
-        return model.fit(X).predict(X)
 
 
 __all__ = ["IterativeClusterAEDetector"]

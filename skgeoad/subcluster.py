@@ -1,7 +1,6 @@
 """Anomaly detection with a classifier over sub-clusters of the normal data (Lee & Lee)."""
 
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
+from .clustering import fit_predict_clusters
 from .networks import MLP, SmallCNN, WideResNet
 
 SCORE_TYPES = ("msp", "odin", "kl", "knn")
@@ -250,16 +250,11 @@ class SubClusterDetector(BaseDeepDetector):
             return np.unique(cluster_labels, return_inverse=True)
         if self.n_clusters == 1:
             return np.zeros(1, dtype=int), np.zeros(len(X), dtype=int)
-        from sklearn.cluster import KMeans
-
         embedded = self._embed(X).cpu().numpy()
         n_clusters = min(self.n_clusters, len(X))
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        with warnings.catch_warnings():
-            # Fewer distinct points than clusters leaves clusters empty; the
-            # classifier just never sees those labels.
-            warnings.simplefilter("ignore")
-            codes = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(embedded)
+        # Empty clusters are fine: the classifier just never sees those labels.
+        codes = fit_predict_clusters(embedded, "kmeans", n_clusters, seed)
         return np.unique(codes, return_inverse=True)
 
     def _build_network(self, n_classes, generator):
@@ -299,12 +294,7 @@ class SubClusterDetector(BaseDeepDetector):
         # Training samples are scored as any sample is, their own match
         # included in the k-NN score, so that predict(X_train) flags exactly
         # a `contamination` share of them (scikit-learn's contract).
-        training_scores = {rule: self._score_with(rule, X) for rule in SCORE_TYPES}
-        self.offsets_ = {
-            rule: float(np.percentile(scores, 100.0 * self.contamination))
-            for rule, scores in training_scores.items()
-        }
-        return training_scores[self.score_type]
+        return {rule: self._score_with(rule, X) for rule in SCORE_TYPES}
 
     def _train(self, X, targets, generator):
         optimizer = torch.optim.SGD(
@@ -401,6 +391,3 @@ class SubClusterDetector(BaseDeepDetector):
 
     def _score_tensor(self, X):
         return self._score_with(self.score_type, X).astype(np.float64)
-
-    def _offset(self):
-        return self.offsets_[self.score_type]
