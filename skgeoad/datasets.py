@@ -93,16 +93,28 @@ def read_idx(path):
 def find_data_dir(data_home, names, marker, how_to_get):
     """The first folder holding ``marker`` among the usual places.
 
-    Looks in ``data_home``, then ``$SKGEOAD_DATA``, each as given and with
-    each of ``names`` appended, then in the ``/usr/share/datasets`` folders of
-    Debian's data set packages. Raises ``FileNotFoundError`` saying where it
-    looked and ``how_to_get`` the files; it never downloads.
+    An explicit ``data_home`` is the only place looked in: the folder as
+    given and with each of ``names`` appended. Without one (``None``), the
+    same goes for ``$SKGEOAD_DATA``, then for the ``/usr/share/datasets``
+    folders of Debian's data set packages. It never downloads.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``data_home`` is not a folder (a typo must not fall back on
+        another copy of the data), or when no candidate holds ``marker``;
+        the message says where it looked and ``how_to_get`` the files.
     """
-    bases = [Path(data_home)] if data_home is not None else []
-    if os.environ.get("SKGEOAD_DATA"):
-        bases.append(Path(os.environ["SKGEOAD_DATA"]))
+    if data_home is not None:
+        data_home = Path(data_home)
+        if not data_home.is_dir():
+            raise FileNotFoundError(f"data_home {data_home} is not a folder.")
+        bases = [data_home]
+    else:
+        bases = [Path(os.environ["SKGEOAD_DATA"])] if os.environ.get("SKGEOAD_DATA") else []
     candidates = [base / name for base in bases for name in ("", *names)]
-    candidates += [DEBIAN_DATASETS / name for name in names]
+    if data_home is None:
+        candidates += [DEBIAN_DATASETS / name for name in names]
     for directory in candidates:
         if (directory / marker).exists():
             return directory
@@ -113,14 +125,16 @@ def find_data_dir(data_home, names, marker, how_to_get):
 def load_fashion_mnist(data_home=None):
     """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grey 28x28 images.
 
-    Looks for the standard IDX ``.gz`` files in ``data_home``, then in
-    ``$SKGEOAD_DATA`` (or its ``fashion-mnist`` sub-folder), then in
+    Looks for the standard IDX ``.gz`` files in ``data_home`` (or its
+    ``fashion-mnist`` sub-folder) and only there when it is given; otherwise
+    in ``$SKGEOAD_DATA`` (or its ``fashion-mnist`` sub-folder), then in
     ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
 
     Parameters
     ----------
     data_home : str or Path, optional
         Folder holding the files (or a ``fashion-mnist`` folder holding them).
+        A folder that does not exist raises ``FileNotFoundError``.
 
     Returns
     -------
@@ -166,8 +180,8 @@ def load_cifar10(data_home=None):
     Parameters
     ----------
     data_home : str or Path, optional
-        The ``cifar-10-batches-py`` folder or a folder containing it; then
-        ``$SKGEOAD_DATA`` is tried.
+        The ``cifar-10-batches-py`` folder or a folder containing it; when
+        not given, ``$SKGEOAD_DATA`` is tried.
 
     Returns
     -------
@@ -188,7 +202,8 @@ def load_cifar100(data_home=None, coarse=True):
     Parameters
     ----------
     data_home : str or Path, optional
-        The ``cifar-100-python`` folder or a folder containing it.
+        The ``cifar-100-python`` folder or a folder containing it; when not
+        given, ``$SKGEOAD_DATA`` is tried.
     coarse : bool, default=True
         Label by the 20 super-classes, as GEOM's one-vs-all protocol does;
         ``False`` gives the 100 fine classes.
@@ -246,6 +261,19 @@ def pad_images(X, padding, value=0):
     return np.pad(X, widths, constant_values=value)
 
 
+def _check_classes(y, classes, name, y_name="y"):
+    """Raise a ValueError naming the entries of ``classes`` that ``y`` lacks.
+
+    Without it a class that is not there (a typo, another data set's label)
+    gives empty training sets and a confusing error much later.
+    """
+    present = np.unique(y).tolist()
+    missing = [c for c in classes if c not in present]
+    if missing:
+        shown = missing[0] if len(missing) == 1 else missing
+        raise ValueError(f"{name}: {y_name} has no class {shown}; its classes are {present}.")
+
+
 def one_vs_all(X_train, y_train, X_test, y_test, normal_class):
     """The one-vs-all protocol: train on one class, test on everything.
 
@@ -258,6 +286,11 @@ def one_vs_all(X_train, y_train, X_test, y_test, normal_class):
     is_normal : ndarray of bool
         Ground truth for ``X_test`` (normal = positive class for AUROC).
 
+    Raises
+    ------
+    ValueError
+        When ``normal_class`` is not a class of ``y_train``.
+
     Examples
     --------
     >>> X_train, y_train, X_test, y_test = load_digits_split()
@@ -265,6 +298,7 @@ def one_vs_all(X_train, y_train, X_test, y_test, normal_class):
     >>> len(X_normal), len(X_eval), int(is_normal.sum())
     (91, 899, 92)
     """
+    _check_classes(y_train, [normal_class], "normal_class", "y_train")
     return X_train[y_train == normal_class], X_test, y_test == normal_class
 
 
@@ -281,6 +315,13 @@ def contaminated(X, y, normal_class, contamination, *, max_normal=None, random_s
     X_mixed : ndarray
     is_normal : ndarray of bool
 
+    Raises
+    ------
+    ValueError
+        When ``contamination`` is not in [0, 1), ``max_normal`` is below 1,
+        ``normal_class`` is not a class of ``y``, or the other classes are
+        missing or too small for the anomalies asked for.
+
     Examples
     --------
     >>> X_train, y_train, _, _ = load_digits_split()
@@ -290,16 +331,31 @@ def contaminated(X, y, normal_class, contamination, *, max_normal=None, random_s
     """
     if not 0 <= contamination < 1:
         raise ValueError(f"contamination must be in [0, 1), got {contamination}.")
+    if max_normal is not None and max_normal < 1:
+        raise ValueError(f"max_normal must be None or at least 1, got {max_normal}.")
+    _check_classes(y, [normal_class], "normal_class")
     rng = np.random.default_rng(random_state)
     normal = np.flatnonzero(y == normal_class)
     if max_normal is not None and len(normal) > max_normal:
         normal = rng.choice(normal, max_normal, replace=False)
     n_anomalies = int(round(contamination * len(normal) / (1 - contamination)))
-    others = [np.flatnonzero(y == c) for c in np.unique(y) if c != normal_class]
-    per_class = np.full(len(others), n_anomalies // len(others))
-    per_class[rng.choice(len(others), n_anomalies % len(others), replace=False)] += 1
-    if any(n > len(pool) for n, pool in zip(per_class, others)):
-        raise ValueError(f"Too few images of the other classes for {n_anomalies} anomalies.")
+    labels = [c for c in np.unique(y) if c != normal_class]
+    if n_anomalies and not labels:
+        raise ValueError(
+            f"y has no class other than normal_class {normal_class} to draw "
+            f"{n_anomalies} anomalies from (contamination={contamination})."
+        )
+    others = [np.flatnonzero(y == c) for c in labels]
+    per_class = np.zeros(len(others), dtype=int)
+    if others:
+        per_class += n_anomalies // len(others)
+        per_class[rng.choice(len(others), n_anomalies % len(others), replace=False)] += 1
+    for c, n, pool in zip(labels, per_class, others):
+        if n > len(pool):
+            raise ValueError(
+                f"Too few images of the other classes for {n_anomalies} anomalies "
+                f"(contamination={contamination}): class {c} has {len(pool)}, {n} wanted."
+            )
     anomalies = [rng.choice(pool, n, replace=False) for n, pool in zip(per_class, others)]
     chosen = rng.permutation(np.concatenate([normal, *anomalies]))
     return X[chosen], y[chosen] == normal_class
@@ -316,6 +372,12 @@ def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_class
     X_eval, is_normal : ndarray
         Test images of the normal and anomaly classes, and the ground truth.
 
+    Raises
+    ------
+    ValueError
+        When either list is empty, a class is in both, a normal class is
+        not in ``y_train`` or ``y_test``, or an anomaly class not in ``y_test``.
+
     Examples
     --------
     >>> X_train, y_train, X_test, y_test = load_digits_split()
@@ -325,8 +387,13 @@ def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_class
     ([0, 1], True)
     """
     normal_classes, anomaly_classes = list(normal_classes), list(anomaly_classes)
+    if not normal_classes or not anomaly_classes:
+        raise ValueError("multi_normal needs at least one normal and one anomaly class.")
     if set(normal_classes) & set(anomaly_classes):
         raise ValueError(f"Classes {sorted(set(normal_classes) & set(anomaly_classes))} are both normal and anomalous.")
+    _check_classes(y_train, normal_classes, "normal_classes", "y_train")
+    _check_classes(y_test, normal_classes, "normal_classes", "y_test")
+    _check_classes(y_test, anomaly_classes, "anomaly_classes", "y_test")
     train = np.isin(y_train, normal_classes)
     test = np.isin(y_test, normal_classes + anomaly_classes)
     return X_train[train], y_train[train], X_test[test], np.isin(y_test[test], normal_classes)

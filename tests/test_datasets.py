@@ -50,8 +50,20 @@ def test_fashion_mnist_from_data_home_and_environment(tmp_path, monkeypatch):
 def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("SKGEOAD_DATA", str(tmp_path / "nowhere"))
     monkeypatch.setattr(datasets, "DEBIAN_DATASETS", tmp_path / "debian")
-    with pytest.raises(FileNotFoundError, match="nowhere.*apt-get install dataset-fashion-mnist"):
-        datasets.load_fashion_mnist(tmp_path / "given")
+    with pytest.raises(FileNotFoundError, match="nowhere.*debian.*apt-get install dataset-fashion-mnist"):
+        datasets.load_fashion_mnist()
+
+
+def test_explicit_data_home_never_falls_back_on_another_copy(tmp_path, monkeypatch):
+    fake_fashion_mnist(tmp_path)  # a good copy where $SKGEOAD_DATA points
+    monkeypatch.setenv("SKGEOAD_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="data_home .*typo is not a folder"):
+        datasets.load_fashion_mnist(tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="looked in: [^,]*empty, [^,]*empty/fashion-mnist\\. "):
+        datasets.load_fashion_mnist(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="typo is not a folder"):
+        datasets.load_cifar10(tmp_path / "typo")
 
 
 def test_digits_split_is_stratified_halves():
@@ -117,6 +129,35 @@ def test_contaminated_split_has_the_exact_fraction_spread_over_classes(fraction)
     counts = np.bincount(y[X_mixed[~is_normal, 0]], minlength=10)
     assert counts[4] == 0 and counts.max() - np.delete(counts, 4).min() <= 1
     assert len(np.unique(X_mixed[:, 0])) == len(X_mixed)
+
+
+def test_contaminated_split_explains_impossible_requests():
+    y = np.repeat([3, 5, 7], [10, 10, 2])
+    X = np.arange(len(y))[:, None]
+    with pytest.raises(ValueError, match=r"normal_class: y has no class 42; its classes are \[3, 5, 7\]"):
+        datasets.contaminated(X, y, 42, 0.1)
+    with pytest.raises(ValueError, match="y has no class other than normal_class 3 to draw 1 anomalies"):
+        datasets.contaminated(X[:10], y[:10], 3, 0.1)
+    # Contamination 0 needs no other class.
+    X_mixed, is_normal = datasets.contaminated(X[:10], y[:10], 3, 0.0)
+    assert len(X_mixed) == 10 and is_normal.all()
+    # 10 normal images at 40% want 7 anomalies: 4 and 3 from classes 5 and 7, but 7 has 2.
+    with pytest.raises(ValueError, match="7 anomalies .*class 7 has 2, [34] wanted"):
+        datasets.contaminated(X, y, 3, 0.4)
+    with pytest.raises(ValueError, match="max_normal must be None or at least 1, got 0"):
+        datasets.contaminated(X, y, 3, 0.1, max_normal=0)
+
+
+def test_one_vs_all_and_multi_normal_name_a_missing_class():
+    y = np.repeat(np.arange(4), 3)
+    with pytest.raises(ValueError, match=r"normal_class: y_train has no class 9; its classes are \[0, 1, 2, 3\]"):
+        datasets.one_vs_all(y, y, y, y, normal_class=9)
+    with pytest.raises(ValueError, match=r"anomaly_classes: y_test has no class \[8, 9\]"):
+        datasets.multi_normal(y, y, y, y, [0], [3, 8, 9])
+    with pytest.raises(ValueError, match="normal_classes: y_train has no class 7"):
+        datasets.multi_normal(y, y, y, y, [0, 7], [3])
+    with pytest.raises(ValueError, match="at least one normal and one anomaly class"):
+        datasets.multi_normal(y, y, y, y, [0, 1], [])
 
 
 def test_multi_normal_split():
