@@ -1,10 +1,20 @@
 import json
+import os
 
 import numpy as np
 import pytest
 
 from skgeoad import benchmark
-from skgeoad.benchmark import PCAReconstruction, PyODDetector, make_tasks, run_all
+from skgeoad.benchmark import (
+    PCAReconstruction,
+    PyODDetector,
+    cli,
+    make_detector,
+    make_tasks,
+    run_all,
+    run_one,
+)
+from skgeoad.benchmark.protocols import stratified_subset
 
 QUICK_GEOMETRIC = [
     "--set", "geometric.transformations='rotations'", "--set", "geometric.widen_factor=1",
@@ -46,26 +56,31 @@ def test_contaminated_protocol_runs_the_iterative_detector(tmp_path):
 
 
 def test_budget_failures_and_resume(tmp_path, capsys):
-    argv = ["--dataset", "digits,cifar10", "--data-home", str(tmp_path / "none"), "--classes", "3",
-            "--detectors", "iforest,pca", "--max-train", "20", "--n-test", "200", "--seeds", "2",
-            "--set", "pca.n_components=-3", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    # 500 components pass PCAReconstruction's checks but not a fit on 20 rows:
+    # a run that fails, not a command line that does.
+    argv = ["--classes", "3", "--detectors", "iforest,pca", "--max-train", "20", "--n-test", "200",
+            "--seeds", "2", "--set", "pca.n_components=500", "--out", str(tmp_path), "--quiet"]  # fmt: skip
     assert benchmark.main(argv) == 1  # failures are reported, the other runs go on
     records = read_records(tmp_path)
     good = [r for r in records if "auroc" in r]
     assert {(r["detector"], r["seed"]) for r in good} == {("iforest", 0), ("iforest", 1)}
     assert all(r["n_train"] == 20 and r["n_test"] == 200 for r in good)
     assert good[0]["auroc"] != good[1]["auroc"]  # the seed reaches the detector
-    failed = {(r["dataset"], r["detector"]) for r in records if "error" in r}
-    assert failed == {("digits", "pca"), ("cifar10", "iforest"), ("cifar10", "pca")}
-    assert "CIFAR cannot be downloaded here" in (tmp_path / "results.md").read_text()
+    assert {(r["detector"], r["seed"]) for r in records if "error" in r} == {("pca", 0), ("pca", 1)}
+    assert "n_components=500" in (tmp_path / "results.md").read_text()
     # --resume keeps finished runs and redoes only the failed ones.
-    fixed = [a if a != "pca.n_components=-3" else "pca.n_components=5" for a in argv]
-    benchmark.main(fixed + ["--resume"])
+    fixed = [a if a != "pca.n_components=500" else "pca.n_components=5" for a in argv]
+    assert benchmark.main(fixed + ["--resume"]) == 0
     records = read_records(tmp_path)
     assert sum("auroc" in r for r in records) == 4
     assert [r["auroc"] for r in records if r["detector"] == "iforest" and "auroc" in r] == [
         r["auroc"] for r in good
     ]
+    # Nothing left to run is not a mistake: the results are complete.
+    capsys.readouterr()
+    assert benchmark.main(fixed + ["--resume"]) == 0
+    assert "all 4 runs are already in" in capsys.readouterr().err
+    assert read_records(tmp_path) == records
 
 
 @pytest.mark.parametrize("backend", ["threading", "loky"])
@@ -103,9 +118,168 @@ def test_pyod_peer_has_scikit_learns_sign():
     assert inlier > outlier
 
 
-def test_bad_arguments_exit_with_a_message(capsys):
-    with pytest.raises(SystemExit):
-        benchmark.main(["--detectors", "magic"])
-    assert "unknown detectors ['magic']" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="DETECTOR.PARAM=VALUE"):
-        benchmark.main(["--detectors", "iforest", "--set", "widen_factor=2"])
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Fail the test if any run starts: every mistake must be found before the first."""
+
+    def run_all(*args, **kwargs):
+        pytest.fail("a run started despite a bad command line")
+
+    monkeypatch.setattr(cli, "run_all", run_all)
+
+
+def usage_error(argv, capsys):
+    """The one line a bad command line prints, after checking it exits 2 and prints nothing else."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(argv)
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("skgeoad-benchmark: error: ")
+    return err.strip()
+
+
+ALL_DIGITS = "0,1,2,3,4,5,6,7,8,9"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-train", "-1"], "argument --max-train: expected an integer >= 1, got '-1'"),
+        (["--n-test", "0"], "argument --n-test: expected an integer >= 1, got '0'"),
+        (["--seeds", "0"], "argument --seeds: expected an integer >= 1, got '0'"),
+        (["--n-jobs", "0"], "argument --n-jobs: expected an integer >= 1 or -1, got '0'"),
+        (["--contamination", "1.5"], "argument --contamination: expected a number in [0, 1), got '1.5'"),
+        (["--detectors", ""], "argument --detectors: expected comma-separated detector names, got ''"),
+        (["--detectors", "iforst"], "unknown detector 'iforst' (did you mean 'iforest'?); choose from adgan,"),
+        (["--dataset", "digts"], "unknown data set 'digts' (did you mean 'digits'?)"),
+        (["--classes", "0,x"], "argument --classes: expected comma-separated integer class ids, got '0,x'"),
+        (["--classes", "42"], "--classes: digits has no class 42; its classes are 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
+        (["--set", "widen_factor=2"], "--set expects DETECTOR.PARAM=VALUE, got 'widen_factor=2'"),
+        (["--set", "ocsvm.nu=0.5"], "--set ocsvm.nu=0.5: 'ocsvm' is not in --detectors; --detectors are iforest"),
+        (["--set", "iforst.n_estimators=5"], "'iforst' is not a detector (did you mean 'iforest'?)"),
+        (["--set", "iforest.no_such_param=1"],
+         "--set: iforest has no parameter 'no_such_param'; its parameters are bootstrap, contamination,"),
+        (["--set", "iforest.n_estimator=5"], "has no parameter 'n_estimator' (did you mean 'n_estimators'?)"),
+        (["--set", "iforest.n_estimators=0"],
+         "--set: The 'n_estimators' parameter of IsolationForest must be an int in the range [1, inf)"),
+        (["--n-test", "5"], "--n-test 5: the test set of digits has 10 classes"),
+        (["--data-home", "/no/such/folder"], "--data-home /no/such/folder: no such folder"),
+        (["--protocol", "contaminated", "--contamination", "0.95", "--classes", "0"],
+         "--protocol contaminated on digits: Too few images of the other classes for 1691 anomalies"),
+        (["--protocol", "multi-normal", "--anomaly-classes", ALL_DIGITS],
+         "--protocol multi-normal on digits: No class left to be normal: anomaly_classes [0, 1,"),
+        (["--protocol", "multi-normal", "--anomaly-classes", "3,42"],
+         "--anomaly-classes: digits has no class 42; its classes are 0,"),
+        (["--protocol", "multi-normal", "--classes", "1"], "--classes does not apply to --protocol multi-normal"),
+        (["--anomaly-classes", "5"], "--anomaly-classes applies to --protocol multi-normal only"),
+        (["--scheduler", "localhost:8786"], "--scheduler needs --backend dask or ray"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line_before_any_run(argv, message, tmp_path, capsys, no_runs):
+    out = tmp_path / "results"
+    error = usage_error(["--detectors", "iforest", "--out", str(out), "--quiet", *argv], capsys)
+    assert message in error
+    assert not out.exists()  # a mistake leaves nothing behind
+
+
+def test_unwritable_out_is_found_before_the_first_run(tmp_path, capsys, no_runs):
+    (tmp_path / "file").write_text("")
+    argv = ["--detectors", "iforest", "--classes", "0", "--quiet", "--out"]
+    assert "--out" in usage_error([*argv, str(tmp_path / "file" / "sub")], capsys)
+    assert "that is a file, not a folder" in usage_error([*argv, str(tmp_path / "file")], capsys)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_out_is_found_before_the_first_run(tmp_path, capsys, no_runs):
+    (tmp_path / "read-only").mkdir(mode=0o500)
+    argv = ["--detectors", "iforest", "--classes", "0", "--quiet", "--out", str(tmp_path / "read-only")]
+    assert "cannot write there" in usage_error(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"records": [', "results.json is not valid JSON (Expecting value: line 1"),
+        (b'{"records": 3}', "results.json is not a skgeoad-benchmark results file"),
+        (b'{"records": [{"detector": "iforest"}]}', "is not a skgeoad-benchmark results file"),
+        (b"\xff\xfe", "results.json is not valid JSON"),
+    ],
+)
+def test_resume_from_a_corrupt_file_is_a_usage_error(content, message, tmp_path, capsys, no_runs):
+    path = tmp_path / "results.json"
+    path.write_bytes(content)
+    argv = ["--detectors", "iforest", "--classes", "0", "--quiet", "--out", str(tmp_path), "--resume"]
+    error = usage_error(argv, capsys)
+    assert f"--resume: {path}" in error and message in error
+    assert path.read_bytes() == content  # left as it was, not overwritten
+
+
+def test_missing_data_set_stops_before_any_run(tmp_path, capsys, no_runs):
+    (tmp_path / "data").mkdir()
+    argv = ["--dataset", "digits,cifar10", "--data-home", str(tmp_path / "data"), "--detectors", "iforest",
+            "--quiet", "--out", str(tmp_path / "results")]  # fmt: skip
+    error = usage_error(argv, capsys)
+    assert "--dataset cifar10: data_batch_1 not found; looked in: " in error
+    assert "CIFAR cannot be downloaded here" in error
+    assert not (tmp_path / "results").exists()
+
+
+def test_pyod_peer_without_pyod_is_a_usage_error(capsys, no_runs):
+    try:
+        import pyod  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("PyOD is installed")
+    error = usage_error(["--detectors", "iforest,pyod-knn", "--quiet"], capsys)
+    assert "--detectors pyod-knn: PyOD peers need PyOD: pip install pyod" in error
+
+
+def test_interrupted_run_keeps_its_results_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def run_all(jobs, *, on_record, **kwargs):
+        on_record(run_one(*jobs[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_all", run_all)
+    argv = ["--detectors", "iforest", "--classes", "0,1", "--quiet", "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 130
+    assert "the 1 finished runs are in" in capsys.readouterr().err
+    assert len(read_records(tmp_path)) == 1
+
+
+def test_make_detector_checks_names_and_values():
+    with pytest.raises(ValueError, match=r"ocsvm has no parameter 'nus' \(did you mean 'nu'\?\)"):
+        make_detector("ocsvm", {"nus": 0.1})
+    with pytest.raises(ValueError, match="'nu' parameter of OneClassSVM"):
+        make_detector("ocsvm", {"nu": 2.0})
+    with pytest.raises(ValueError, match="'n_components' parameter of PCAReconstruction"):
+        make_detector("pca", {"n_components": -3})
+    with pytest.raises(ValueError, match="Unknown detector 'pcaa' \\(did you mean 'pca'\\?\\)"):
+        make_detector("pcaa")
+
+
+def test_pyod_parameters_are_checked_against_the_pyod_class():
+    pytest.importorskip("pyod")
+    assert make_detector("pyod-knn", {"n_neighbors": 3}).model_params == {"n_neighbors": 3}
+    with pytest.raises(ValueError, match="did you mean 'n_neighbors'"):
+        make_detector("pyod-knn", {"n_neighbours": 3})
+
+
+def test_stratified_subset_of_almost_everything_and_of_too_little():
+    y = np.repeat(np.arange(10), 90)
+    kept = stratified_subset(y, 895)  # 5 left out: fewer than the classes, train_test_split refuses
+    assert len(np.unique(kept)) == 895
+    assert np.bincount(y[stratified_subset(y, 100)]).tolist() == [10] * 10
+    with pytest.raises(ValueError, match="9 rows cannot hold one of each of the 10 classes"):
+        stratified_subset(y, 9)
+
+
+def test_make_tasks_names_a_missing_class():
+    y = np.repeat(np.arange(3), 5)
+    X = np.arange(15)[:, None].astype(float)
+    with pytest.raises(ValueError, match=r"classes: y_train has no class 7; its classes are \[0, 1, 2\]"):
+        make_tasks("toy", "one-vs-all", X, y, X, y, classes=[0, 7])
+    with pytest.raises(ValueError, match="No class left to be normal"):
+        make_tasks("toy", "multi-normal", X, y, X, y, anomaly_classes=[0, 1, 2])

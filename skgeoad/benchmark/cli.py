@@ -1,67 +1,145 @@
-"""The ``skgeoad-benchmark`` command."""
+"""The ``skgeoad-benchmark`` command.
+
+The whole command line is checked before the first run starts: a typo
+found only when a run fails, or an output folder found unwritable once the
+first result is in, costs the hours spent so far. A mistake is reported the
+way argparse reports its own, one line on stderr and exit status 2.
+"""
 
 import argparse
 import ast
 import json
+import pickle
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from .peers import DETECTORS, make_detector
+import numpy as np
+
+from .peers import DETECTORS, _did_you_mean, check_installed, make_detector
 from .protocols import DATASETS, PROTOCOLS, load_rows, make_tasks, stratified_subset
 from .report import format_tables, plot_results, write_results
 from .runner import run_all
 
+#: What identifies a run in ``results.json``: ``--resume`` skips these.
+_RUN_ID = ("dataset", "protocol", "key", "detector", "seed")
 
-def _int_list(text):
-    return [int(item) for item in text.split(",") if item.strip()] if text else None
+
+class UsageError(Exception):
+    """A mistake on the command line found after parsing; reported like argparse's own."""
 
 
-def parse_settings(items, detectors):
-    """``["geometric.widen_factor=2", ...]`` -> ``{"geometric": {"widen_factor": 2}, ...}``."""
-    settings = {name: {} for name in detectors}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        name, dot, param = key.partition(".")
-        if not sep or not dot or name not in settings:
-            raise SystemExit(f"--set expects DETECTOR.PARAM=VALUE with DETECTOR in {detectors}, got {item!r}")
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line: a dozen lines of usage hid them."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# -- argument types: argparse reports their errors as "argument --flag: ..." --
+
+
+def _integer(minimum, *, or_minus_one=False):
+    """An argparse type: an integer of at least ``minimum`` (or -1, joblib's "all")."""
+    expected = f"an integer >= {minimum}" + (" or -1" if or_minus_one else "")
+
+    def parse(text):
         try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare string: --set geometric.device=cpu
-        settings[name][param] = value
-    return settings
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not (value >= minimum or (or_minus_one and value == -1)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:  # also rules out nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _comma_list(text, what):
+    items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return items
+
+
+def _names(choices, what):
+    """An argparse type: comma-separated names, each one of ``choices``."""
+
+    def parse(text):
+        names = _comma_list(text, f"{what} names")
+        for name in names:
+            if name not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {name!r}{_did_you_mean(name, choices)}; "
+                    f"choose from {', '.join(sorted(choices))}"
+                )
+        return names
+
+    return parse
+
+
+def _class_ids(text):
+    """An argparse type: comma-separated integer class ids."""
+    ids = _comma_list(text, "class ids")
+    try:
+        return [int(item) for item in ids]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integer class ids, got {text!r}"
+        ) from None
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skgeoad-benchmark",
         description=(
             "Anomaly detection benchmark on the papers' protocols: AUROC per task, "
             "detectors side by side. Results go to OUT/results.json, results.md and results.png."
         ),
+        epilog=(
+            "Every argument is checked before the first run. Exit status: 0 all runs succeeded, "
+            "1 some failed (their errors are in the results), 2 a mistake on the command line "
+            "(nothing was run), 130 interrupted (rerun with --resume)."
+        ),
     )
-    parser.add_argument("--dataset", default="digits",
+    # fmt: off
+    parser.add_argument("--dataset", default="digits", type=_names(DATASETS, "data set"),
                         help=f"comma-separated, from {sorted(DATASETS)} (default: digits)")
     parser.add_argument("--data-home", default=None, help="folder with the data sets' files ($SKGEOAD_DATA)")
     parser.add_argument("--protocol", default="one-vs-all", choices=PROTOCOLS)
     parser.add_argument("--detectors", default="geometric,iforest,ocsvm",
+                        type=_names(DETECTORS, "detector"),
                         help=f"comma-separated, from {sorted(DETECTORS)}")
-    parser.add_argument("--classes", type=_int_list, default=None,
-                        help="normal classes to try, comma-separated (default: all)")
-    parser.add_argument("--max-train", type=int, default=None,
+    parser.add_argument("--classes", type=_class_ids, default=None,
+                        help="normal classes to try, comma-separated (default: all; not multi-normal)")
+    parser.add_argument("--max-train", type=_integer(1), default=None,
                         help="training images per normal class (fixed-seed subsample)")
-    parser.add_argument("--n-test", type=int, default=None, help="test images (stratified, fixed seed)")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per task, seeds 0..N-1")
-    parser.add_argument("--contamination", type=float, default=0.05,
-                        help="contaminated protocol: share of anomalies in training (default 0.05)")
-    parser.add_argument("--anomaly-classes", type=_int_list, default=None,
+    parser.add_argument("--n-test", type=_integer(1), default=None,
+                        help="test images (stratified, fixed seed; at least one per class)")
+    parser.add_argument("--seeds", type=_integer(1), default=1, help="runs per task, seeds 0..N-1")
+    parser.add_argument("--contamination", type=_fraction, default=0.05,
+                        help="contaminated protocol: share of anomalies in training, in [0, 1) "
+                             "(default 0.05)")
+    parser.add_argument("--anomaly-classes", type=_class_ids, default=None,
                         help="multi-normal protocol: the anomaly classes (default: upper half)")
-    parser.add_argument("--max-normal-classes", type=int, default=5,
+    parser.add_argument("--max-normal-classes", type=_integer(1), default=5,
                         help="multi-normal protocol: k = 1..N normal classes (default 5)")
     parser.add_argument("--set", action="append", default=[], metavar="DETECTOR.PARAM=VALUE",
                         help="detector parameter, e.g. geometric.widen_factor=2 (repeatable)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="parallel runs (default 1)")
+    parser.add_argument("--n-jobs", type=_integer(1, or_minus_one=True), default=1,
+                        help="parallel runs (default 1)")
     parser.add_argument("--backend", default="loky",
                         choices=["loky", "threading", "multiprocessing", "dask", "ray"],
                         help="joblib backend; dask and ray need their packages (see --scheduler)")
@@ -71,10 +149,195 @@ def build_parser():
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished runs of OUT/results.json and run only the rest")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser  # fmt: skip
+    # fmt: on
+    return parser
 
 
-def _connect_cluster(backend, scheduler, parser):
+# -- checks that need no data ---------------------------------------------------
+
+
+def _check_options(args):
+    """Reject options the protocol or backend chosen would silently ignore."""
+    if args.protocol == "multi-normal" and args.classes is not None:
+        raise UsageError(
+            "--classes does not apply to --protocol multi-normal: its normal classes are "
+            "the first k (see --max-normal-classes and --anomaly-classes)"
+        )
+    if args.protocol != "multi-normal" and args.anomaly_classes is not None:
+        raise UsageError("--anomaly-classes applies to --protocol multi-normal only")
+    if args.scheduler is not None and args.backend not in ("dask", "ray"):
+        raise UsageError("--scheduler needs --backend dask or ray")
+    if args.data_home is not None and not Path(args.data_home).is_dir():
+        raise UsageError(f"--data-home {args.data_home}: no such folder")
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string: --set geometric.device=cpu
+
+
+def parse_settings(items, detectors):
+    """``["geometric.widen_factor=2", ...]`` -> ``{"geometric": {"widen_factor": 2}, ...}``.
+
+    Raises ``UsageError`` for an item not of the form DETECTOR.PARAM=VALUE or
+    whose DETECTOR is not one of ``detectors``; the parameters themselves are
+    checked by :func:`make_detector`.
+    """
+    settings = {name: {} for name in detectors}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.partition(".")
+        if not (sep and dot and name and param):
+            raise UsageError(f"--set expects DETECTOR.PARAM=VALUE, got {item!r}")
+        if name not in settings:
+            why = (
+                "is not in --detectors"
+                if name in DETECTORS
+                else f"is not a detector{_did_you_mean(name, DETECTORS)}"
+            )
+            raise UsageError(
+                f"--set {item}: {name!r} {why}; --detectors are {', '.join(detectors)}"
+            )
+        settings[name][param] = _literal(raw)
+    return settings
+
+
+def _build_detectors(settings):
+    """The detectors, their packages present and their parameters checked."""
+    detectors = {}
+    for name, params in settings.items():
+        try:
+            check_installed(name)
+        except ImportError as exc:
+            raise UsageError(f"--detectors {name}: {exc}") from None
+        try:
+            detectors[name] = make_detector(name, params)
+        except (TypeError, ValueError) as exc:  # scikit-learn's InvalidParameterError is both
+            raise UsageError(f"--set: {exc}") from None
+    return detectors
+
+
+def _finished_records(path):
+    """The runs of an earlier ``results.json`` that finished without error.
+
+    No file yet is fine (the first try of a job always run with
+    ``--resume``); a file that cannot be read, or is not ours, is a mistake
+    to report rather than a reason to start afresh and overwrite it.
+    """
+    if not path.exists():
+        print(f"--resume: no {path} yet, running everything", file=sys.stderr)
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--resume: cannot read {path} ({exc.strerror})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"--resume: {path} is not valid JSON ({exc})") from None
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and set(_RUN_ID) <= r.keys() for r in records
+    ):
+        raise UsageError(
+            f"--resume: {path} is not a skgeoad-benchmark results file (no list of run records)"
+        )
+    return [r for r in records if "error" not in r]
+
+
+def _check_writable(out):
+    """Create ``out`` and write a file there: a bad ``--out`` fails now, not after the first run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: that is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror})") from None
+
+
+# -- checks against the data ----------------------------------------------------
+
+
+def _load(dataset, data_home):
+    try:
+        return load_rows(dataset, data_home)
+    except (OSError, ImportError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the loader wrote
+        raise UsageError(f"--dataset {dataset}: {message}") from None
+
+
+def _check_classes(flag, classes, labels, dataset):
+    missing = [c for c in classes if c not in labels]
+    if missing:
+        raise UsageError(
+            f"{flag}: {dataset} has no class {', '.join(map(str, missing))}; "
+            f"its classes are {', '.join(map(str, labels))}"
+        )
+
+
+def _tasks(dataset, args):
+    """The tasks of ``args.protocol`` on ``dataset``, every class and count checked first."""
+    X_train, y_train, X_test, y_test = _load(dataset, args.data_home)
+    labels = sorted(int(c) for c in np.unique(y_train))
+    _check_classes("--classes", args.classes or [], labels, dataset)
+    _check_classes("--anomaly-classes", args.anomaly_classes or [], labels, dataset)
+    n_classes = len(np.unique(y_test))
+    if args.n_test is not None and args.n_test < n_classes:
+        raise UsageError(
+            f"--n-test {args.n_test}: the test set of {dataset} has {n_classes} classes, "
+            "a stratified subset needs at least one image of each"
+        )
+    kept = stratified_subset(y_test, args.n_test)
+    try:
+        return make_tasks(
+            dataset, args.protocol, X_train, y_train, X_test[kept], y_test[kept],
+            classes=args.classes, max_train=args.max_train, contamination=args.contamination,
+            anomaly_classes=args.anomaly_classes, max_normal_classes=args.max_normal_classes,
+        )  # fmt: skip
+    except ValueError as exc:  # a split the data cannot give, e.g. too much contamination
+        raise UsageError(f"--protocol {args.protocol} on {dataset}: {exc}") from None
+
+
+def _plan(args):
+    """Check the whole command line and list the runs it asks for.
+
+    Returns
+    -------
+    settings : dict
+        Detector name -> the parameters given with ``--set``.
+    records : list of dict
+        The finished runs kept by ``--resume``.
+    jobs : list of tuple
+        ``(task, name, detector, seed)`` for :func:`run_all`, those of
+        ``records`` left out.
+
+    Raises
+    ------
+    UsageError
+        At the first mistake, before anything is run.
+    """
+    _check_options(args)
+    settings = parse_settings(args.set, args.detectors)
+    detectors = _build_detectors(settings)
+    out = Path(args.out)
+    records = _finished_records(out / "results.json") if args.resume else []
+    done = {tuple(r[k] for k in _RUN_ID) for r in records}
+    jobs = [
+        (task, name, detector, seed)
+        for dataset in args.dataset for task in _tasks(dataset, args)
+        for seed in range(args.seeds) for name, detector in detectors.items()
+        if (task.dataset, task.protocol, task.key, name, seed) not in done
+    ]  # fmt: skip
+    _check_writable(out)  # last: a mistake found earlier leaves no folder behind
+    return settings, records, jobs
+
+
+def _connect_cluster(backend, scheduler):
     """Register joblib's dask or ray backend; return the client to keep alive."""
     try:
         if backend == "dask":
@@ -89,72 +352,65 @@ def _connect_cluster(backend, scheduler, parser):
             ray.init(address=scheduler)
             return ray
     except ImportError as exc:
-        parser.error(f"--backend {backend} needs {exc.name}: pip install 'dask[distributed]' or 'ray'")
+        raise UsageError(
+            f"--backend {backend} needs {exc.name}: pip install 'dask[distributed]' or 'ray'"
+        ) from None
+    except (OSError, TimeoutError, ValueError) as exc:  # an address that answers nothing
+        raise UsageError(
+            f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())})"
+        ) from None
     return None
 
 
 def main(argv=None):
+    """Run the benchmark that ``argv`` asks for; return the exit status.
+
+    0 when every run succeeded, 1 when some failed (their errors are in the
+    results), 130 when interrupted. A mistake on the command line exits
+    with status 2 (``SystemExit``) before any run.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(DETECTORS))
-    if unknown:
-        parser.error(f"unknown detectors {unknown}; choose from {sorted(DETECTORS)}")
-    settings = parse_settings(args.set, names)
-    detectors = {name: make_detector(name, settings[name]) for name in names}
-    dataset_names = [d.strip() for d in args.dataset.split(",") if d.strip()]
-    seeds = list(range(args.seeds))
+    try:
+        settings, records, jobs = _plan(args)
+        client = _connect_cluster(args.backend, args.scheduler)
+    except UsageError as exc:
+        parser.error(str(exc))
 
     budget = {
-        "datasets": dataset_names, "protocol": args.protocol, "classes": args.classes,
+        "datasets": args.dataset, "protocol": args.protocol, "classes": args.classes,
         "max_train": args.max_train, "n_test": args.n_test, "seeds": args.seeds,
         "contamination": args.contamination if args.protocol == "contaminated" else None,
         "settings": settings, "n_jobs": args.n_jobs, "backend": args.backend,
     }  # fmt: skip
     print(f"budget: {json.dumps(budget)}", flush=True)
-
     out = Path(args.out)
-    records = []
-    if args.resume and (out / "results.json").exists():
-        records = [r for r in json.loads((out / "results.json").read_text())["records"] if "error" not in r]
-    done = {(r["dataset"], r["protocol"], r["key"], r["detector"], r["seed"]) for r in records}
-
-    jobs = []
-    for dataset in dataset_names:
-        try:
-            X_train, y_train, X_test, y_test = load_rows(dataset, args.data_home)
-        except (OSError, ImportError, ValueError) as exc:  # reported, the other data sets go on
-            print(f"{dataset}: {exc}", file=sys.stderr)
-            records += [
-                {"dataset": dataset, "protocol": args.protocol, "key": None, "detector": name,
-                 "seed": None, "error": f"{type(exc).__name__}: {exc}"}
-                for name in names
-            ]  # fmt: skip
-            continue
-        kept = stratified_subset(y_test, args.n_test)
-        tasks = make_tasks(
-            dataset, args.protocol, X_train, y_train, X_test[kept], y_test[kept],
-            classes=args.classes, max_train=args.max_train, contamination=args.contamination,
-            anomaly_classes=args.anomaly_classes, max_normal_classes=args.max_normal_classes,
-        )  # fmt: skip
-        jobs += [
-            (task, name, detectors[name], seed)
-            for task in tasks for seed in seeds for name in names
-            if (task.dataset, task.protocol, task.key, name, seed) not in done
-        ]  # fmt: skip
+    if not jobs:
+        print(
+            f"--resume: all {len(records)} runs are already in {out}/results.json", file=sys.stderr
+        )
 
     def save(record):
         records.append(record)
         write_results(out, budget, records)  # as results come: an interruption loses nothing
 
-    client = _connect_cluster(args.backend, args.scheduler, parser)
     start = time.perf_counter()
-    run_all(jobs, n_jobs=args.n_jobs, backend=args.backend, on_record=save, progress=not args.quiet)
+    try:
+        run_all(
+            jobs, n_jobs=args.n_jobs, backend=args.backend, on_record=save, progress=not args.quiet
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the {len(records)} finished runs are in {out}/results.json; "
+              "the same command with --resume runs the rest", file=sys.stderr)  # fmt: skip
+        return 130
     wall = time.perf_counter() - start
     budget["wall_seconds"] = round(wall, 1)
     write_results(out, budget, records)
     figure = plot_results(records, out / "results.png")
     print(format_tables(records))
-    print(f"wall time: {wall:.0f} s; results in {out}/" + (f" (figure: {figure.name})" if figure else ""))
+    print(
+        f"wall time: {wall:.0f} s; results in {out}/"
+        + (f" (figure: {figure.name})" if figure else "")
+    )
     del client
     return 1 if any("error" in r for r in records) else 0

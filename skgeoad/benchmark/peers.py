@@ -5,10 +5,14 @@ installed, a few of PyOD's, all behind scikit-learn's conventions (higher
 ``score_samples`` = more normal).
 """
 
+import difflib
+import inspect
 from importlib import import_module
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
@@ -22,12 +26,22 @@ class PCAReconstruction(OutlierMixin, BaseEstimator):
         share of the variance.
     """
 
+    _parameter_constraints: dict = {
+        "n_components": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="neither"),
+            StrOptions({"mle"}),
+            None,
+        ],
+    }
+
     def __init__(self, n_components=0.9):
         self.n_components = n_components
 
     def fit(self, X, y=None):
         from sklearn.decomposition import PCA
 
+        self._validate_params()
         X = validate_data(self, X)
         self.pca_ = PCA(n_components=self.n_components, svd_solver="full").fit(X)
         return self
@@ -59,14 +73,15 @@ class PyODDetector(OutlierMixin, BaseEstimator):
         self.model_params = model_params
         self.random_state = random_state
 
-    def fit(self, X, y=None):
-        import inspect
-
+    def _model_class(self):
         module, _, name = self.model.rpartition(".")
         try:
-            cls = getattr(import_module(f"pyod.models.{module}"), name)
+            return getattr(import_module(f"pyod.models.{module}"), name)
         except ImportError:
             raise ImportError("PyOD peers need PyOD: pip install pyod (or skgeoad[benchmark]).") from None
+
+    def fit(self, X, y=None):
+        cls = self._model_class()
         X = validate_data(self, X)
         params = dict(self.model_params or {})
         accepted = inspect.signature(cls).parameters
@@ -128,17 +143,83 @@ DETECTORS = {
 }
 
 
+def _did_you_mean(word, choices):
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_installed(name):
+    """Raise ``ImportError`` when detector ``name`` needs a package that is missing.
+
+    Only PyOD peers need one; their runs would otherwise each fail at ``fit``.
+    """
+    detector = DETECTORS[name]()
+    if isinstance(detector, PyODDetector):
+        detector._model_class()
+
+
+def detector_params(name):
+    """The names of the parameters detector ``name`` takes, sorted.
+
+    Those of ``get_params`` for scikit-learn style detectors; for a PyOD peer
+    those of its PyOD class (PyOD must be installed) and ``random_state``,
+    or ``None`` when that class takes any keyword.
+
+    Examples
+    --------
+    >>> detector_params("pca")
+    ['n_components']
+    """
+    detector = DETECTORS[name]()
+    if not isinstance(detector, PyODDetector):
+        return sorted(detector.get_params(deep=False))
+    parameters = inspect.signature(detector._model_class()).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return sorted({p.name for p in parameters} | {"random_state"})
+
+
 def make_detector(name, params=None):
     """An unfitted detector from its short name and parameters.
+
+    The parameters are checked now rather than at ``fit``: their names
+    against the detector's, their values against its declared constraints
+    where it has them (scikit-learn's and skgeoad's estimators), so that a
+    typo fails at once and not hours into a benchmark.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a parameter the detector does not have, or a
+        value its constraints rule out.
+    ImportError
+        For a PyOD peer given parameters while PyOD is missing.
 
     Examples
     --------
     >>> make_detector("ocsvm", {"nu": 0.2})
     OneClassSVM(nu=0.2)
+    >>> make_detector("ocsvm", {"nus": 0.2})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ocsvm has no parameter 'nus' (did you mean 'nu'?); its parameters are cache_size, ...
     """
     if name not in DETECTORS:
-        raise ValueError(f"Unknown detector {name!r}; choose from {sorted(DETECTORS)}.")
-    return DETECTORS[name](**(params or {}))
+        close = _did_you_mean(name, DETECTORS)
+        raise ValueError(f"Unknown detector {name!r}{close}; choose from {sorted(DETECTORS)}.")
+    params = dict(params or {})
+    known = detector_params(name) if params else None
+    for param in params:
+        if known is not None and param not in known:
+            raise ValueError(
+                f"{name} has no parameter {param!r}{_did_you_mean(param, known)}; "
+                f"its parameters are {', '.join(known)}."
+            )
+    detector = DETECTORS[name](**params)
+    if hasattr(detector, "_parameter_constraints"):
+        detector._validate_params()  # what fit would check, hours later
+    return detector
 
 
 def seeded(detector, seed):

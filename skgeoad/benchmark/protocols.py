@@ -68,9 +68,31 @@ def _subsample(indices, n, rng):
 
 
 def stratified_subset(y, n, random_state=0):
-    """Indices of at most ``n`` rows keeping the class proportions of ``y``."""
+    """Indices of at most ``n`` rows keeping the class proportions of ``y``.
+
+    Raises
+    ------
+    ValueError
+        When ``n`` is below the number of classes: a stratified subset holds
+        at least one row of each.
+
+    Examples
+    --------
+    >>> y = np.repeat([0, 1], [30, 10])
+    >>> np.bincount(y[stratified_subset(y, 8)]).tolist()
+    [6, 2]
+    """
     if n is None or n >= len(y):
         return np.arange(len(y))
+    n_classes = len(np.unique(y))
+    if n < n_classes:
+        raise ValueError(f"{n} rows cannot hold one of each of the {n_classes} classes.")
+    if len(y) - n < n_classes:
+        # train_test_split would stratify the rows left out too, and fewer
+        # rows than classes cannot be: leaving out that handful at random
+        # hardly moves the proportions.
+        dropped = np.random.default_rng(random_state).choice(len(y), len(y) - n, replace=False)
+        return np.setdiff1d(np.arange(len(y)), dropped)
     from sklearn.model_selection import train_test_split
 
     kept, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=random_state)
@@ -88,7 +110,8 @@ def make_tasks(
     classes : list of int, optional
         Normal classes to try (one-vs-all, contaminated); default all.
     max_train : int, optional
-        Cap on the training images of each normal class, drawn with a fixed seed.
+        Cap on the training images of each normal class (at least 1), drawn
+        with a fixed seed.
     contamination : float, default=0.05
         Share of anomalies in the contaminated training set.
     anomaly_classes : list of int, optional
@@ -96,6 +119,13 @@ def make_tasks(
         half of the classes (5-9 for ten classes, as in Lee & Lee's Test 2).
     max_normal_classes : int, default=5
         Multi-normal: normal classes ``0..k-1`` for ``k = 1..max_normal_classes``.
+
+    Raises
+    ------
+    ValueError
+        For a class that is not in ``y_train``, a split the data cannot give
+        (see :func:`skgeoad.datasets.contaminated`), or no class left to be
+        normal in the multi-normal protocol.
 
     Examples
     --------
@@ -105,6 +135,10 @@ def make_tasks(
     [(1, [0]), (2, [0, 1])]
     """
     labels = sorted(int(c) for c in np.unique(y_train))
+    if max_train is not None and max_train < 1:
+        raise ValueError(f"max_train must be None or at least 1, got {max_train}.")
+    if classes is not None:
+        datasets._check_classes(y_train, classes, "classes", "y_train")
     rng = np.random.default_rng(0)
     tasks = []
     if protocol == "one-vs-all":
@@ -121,6 +155,8 @@ def make_tasks(
     elif protocol == "multi-normal":
         anomalies = list(anomaly_classes) if anomaly_classes else labels[len(labels) // 2 :]
         candidates = [c for c in labels if c not in anomalies]
+        if not candidates:
+            raise ValueError(f"No class left to be normal: anomaly_classes {anomalies} are all.")
         for k in range(1, min(max_normal_classes, len(candidates)) + 1):
             normal = candidates[:k]
             X_normal, y_normal, X_eval, is_normal = datasets.multi_normal(
