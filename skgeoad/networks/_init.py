@@ -49,3 +49,26 @@ class FeatureClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class AdaptiveMeanPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d(size)`` as means over slices, with a deterministic backward.
+
+    Output cell ``i`` averages input rows ``floor(i H / size)`` to
+    ``ceil((i + 1) H / size)`` (likewise columns), exactly the windows of
+    ``AdaptiveAvgPool2d``; but its gradient is a broadcast per slice, where
+    torch's CUDA kernel adds atomically and so differs from run to run (and
+    raises under ``torch.use_deterministic_algorithms``).
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def _windows(self, length):
+        return [(i * length // self.size, -(-(i + 1) * length // self.size)) for i in range(self.size)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, columns = self._windows(x.shape[-2]), self._windows(x.shape[-1])
+        cells = [x[..., r0:r1, c0:c1].mean((-2, -1)) for r0, r1 in rows for c0, c1 in columns]
+        return torch.stack(cells, dim=-1).unflatten(-1, (self.size, self.size))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ._init import FeatureClassifier
+from ._init import AdaptiveMeanPool2d, FeatureClassifier
 
 
 class SmallCNN(FeatureClassifier):
@@ -40,7 +40,7 @@ class SmallCNN(FeatureClassifier):
             nn.BatchNorm2d(second),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(2),
+            AdaptiveMeanPool2d(2),
             nn.Flatten(),
             nn.Linear(4 * second, hidden),
             nn.ReLU(inplace=True),

@@ -93,7 +93,6 @@ class WideResNet(FeatureClassifier):
         self.groups = nn.Sequential(*groups)
         self.final_norm = nn.BatchNorm2d(in_width)
         self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = in_width
         self.fc = nn.Linear(in_width, num_classes)
 
@@ -110,4 +109,6 @@ class WideResNet(FeatureClassifier):
         """Pooled penultimate features, shape ``(n, 64 * widen_factor)``."""
         x = self.groups(self.stem(x))
         x = self.relu(self.final_norm(x))
-        return self.pool(x).flatten(1)
+        # A mean, not AdaptiveAvgPool2d(1): its CUDA backward adds atomically
+        # (non-deterministic); the mean's backward is a plain broadcast.
+        return x.mean((2, 3))
