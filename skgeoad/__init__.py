@@ -1,5 +1,6 @@
 """skgeoad: deep anomaly detectors for images, as scikit-learn estimators."""
 
+from ._config import config_context, get_config, set_config
 from .adgan import ADGANDetector
 from .geometric import GeometricTransformDetector
 from .iterative_ae import IterativeClusterAEDetector
@@ -7,4 +8,13 @@ from .subcluster import SubClusterDetector
 
 __version__ = "0.1.0"
 
-__all__ = ["ADGANDetector", "GeometricTransformDetector", "IterativeClusterAEDetector", "SubClusterDetector", "__version__"]
+__all__ = [
+    "ADGANDetector",
+    "GeometricTransformDetector",
+    "IterativeClusterAEDetector",
+    "SubClusterDetector",
+    "__version__",
+    "config_context",
+    "get_config",
+    "set_config",
+]

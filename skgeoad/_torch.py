@@ -1,9 +1,32 @@
 """Torch plumbing shared by the detectors: devices, seeding, batching, training.
 
 Nothing here knows about a particular detector or network architecture.
+
+Precision policy
+----------------
+Every detector follows one rule about bf16 (``mixed_precision=True``, the
+default on CUDA devices that support it):
+
+* **May run under bf16 autocast**: a network's forward and backward pass
+  while it trains on its own loss (the classifiers, the autoencoders, the
+  GAN's critic and generator steps), and plain inference whose output is a
+  probability or a feature read once (GEOM's softmax outputs, the sub-cluster
+  classifier's softmax and features, the autoencoder's reconstructions).
+  Their outputs are cast to float32 (or the detector's float64) before
+  anything is reduced.
+* **Never runs under bf16**: anything differentiated with respect to inputs
+  or latent vectors, whose steps are far below bf16's resolution of ~0.4 %
+  (ODIN's perturbation of 0.0014 and its logits / 1000; both ADGAN searches,
+  whose generator steps of 5e-5 would mostly vanish); losses, sufficient
+  statistics and sums (the Dirichlet statistics are accumulated in float64);
+  distances, k-NN similarities, clusterings and Gaussian mixtures.
+
+:func:`autocast` is the only way the detectors enter bf16, so a search for it
+finds every place the first list covers.
 """
 
 import contextlib
+import math
 import warnings
 
 import numpy as np
@@ -11,32 +34,45 @@ import torch
 from tqdm.auto import tqdm
 
 
+#: Device types that hold no data to compute with: torch accepts them, but a
+#: network run there produces no numbers.
+_NON_COMPUTING_DEVICES = ("meta",)
+
+
 def resolve_device(device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it.
+
+    Raises ``ValueError`` for a device string torch does not know, a device
+    this machine does not have, and devices that cannot compute (``meta``).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
+    if resolved.type in _NON_COMPUTING_DEVICES:
+        raise ValueError(f"device={device!r} holds no data and cannot compute; use 'cpu', 'cuda' or 'auto'.")
     if not device_available(resolved):
         raise ValueError(f"device={device!r} was requested but is not available on this machine.")
     return resolved
 
 
 def device_available(device: torch.device) -> bool:
+    """Whether ``device`` exists here and computes (a small sum comes back right)."""
     if device.type == "cpu":
         return True
+    if device.type in _NON_COMPUTING_DEVICES:
+        return False
     if device.type == "cuda":
         index = device.index or 0
         return torch.cuda.is_available() and index < torch.cuda.device_count()
     if device.type == "mps":
         return torch.backends.mps.is_available()
     try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError):
+        return torch.ones(2, device=device).sum().item() == 2.0
+    except (RuntimeError, AssertionError, NotImplementedError):
         return False
-    return True
 
 
 def fallback_device(saved_device: torch.device) -> torch.device:
@@ -90,10 +126,65 @@ def use_mixed_precision(mixed_precision, device: torch.device) -> bool:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on ``device`` when ``enabled``, else a no-op context."""
+    """bf16 autocast on ``device`` when ``enabled``, else a no-op context.
+
+    Only for what the precision policy (module docstring) allows to run in bf16.
+    """
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def full_precision(device: torch.device):
+    """A context that turns autocast off: for input and latent gradients,
+    which the precision policy keeps out of bf16 even inside an autocast block."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """Deterministic torch kernels (and cuDNN) inside the block when ``enabled``.
+
+    The previous settings are restored on exit, so a detector does not change
+    the caller's global torch configuration.
+    """
+    if not enabled:
+        yield
+        return
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def check_finite_loss(loss: float, epoch: int, learning_rate: float, what: str = "training loss", limit=np.inf):
+    """Stop a fit whose optimisation diverged, instead of returning NaN (or meaningless) scores.
+
+    Parameters
+    ----------
+    limit : float, default=inf
+        A loss above it counts as diverged too (a classifier far worse than
+        chance has blown up even while its loss is still finite).
+
+    Raises
+    ------
+    FloatingPointError
+        Naming the epoch and suggesting a smaller ``learning_rate``.
+    """
+    if not np.isfinite(loss) or loss > limit:
+        raise FloatingPointError(
+            f"The {what} became {loss} at epoch {epoch}: the optimisation diverged. "
+            f"Try a smaller learning_rate (it is {learning_rate:g})."
+        )
 
 
 def batch_bounds(n_items: int, batch_size: int) -> list[tuple[int, int]]:
@@ -119,9 +210,13 @@ def progress(iterable, verbose, **kwargs):
 
 def run_epoch(
     network, batch_loss, n_items, *, batch_size, optimizer, generator, device,
-    mixed_precision=False, verbose=0, description="epoch",
+    mixed_precision=False, verbose=0, epoch=1,
 ):  # fmt: skip
     """One pass over ``n_items`` in a fresh random order; returns the mean loss.
+
+    A loss that is not finite at the end of the epoch raises
+    ``FloatingPointError`` (see :func:`check_finite_loss`).
+
 
     Parameters
     ----------
@@ -139,13 +234,27 @@ def run_epoch(
     # device synchronisation per batch.
     total_loss = torch.zeros((), device=device)
     bounds = batch_bounds(n_items, batch_size)
-    for start, stop in progress(bounds, verbose > 1, desc=description, unit="batch"):
+    for start, stop in progress(bounds, verbose > 1, desc=f"epoch {epoch}", unit="batch"):
         with autocast(device, mixed_precision):
             loss = batch_loss(order[start:stop]).float()
         optimizer.zero_grad(set_to_none=True)
         (loss / (stop - start)).backward()
         optimizer.step()
         total_loss += loss.detach()
+    mean_loss = total_loss.item() / n_items
+    check_finite_loss(mean_loss, epoch, optimizer.param_groups[0]["lr"])
+    return mean_loss
+
+
+@torch.inference_mode()
+def evaluate_loss(network, batch_loss, n_items, *, batch_size, device, mixed_precision=False):
+    """Mean of ``batch_loss`` over ``n_items`` in order, in eval mode (held-out data)."""
+    network.eval()
+    total_loss = torch.zeros((), device=device)
+    for start in range(0, n_items, batch_size):
+        items = torch.arange(start, min(start + batch_size, n_items), device=device)
+        with autocast(device, mixed_precision):
+            total_loss += batch_loss(items).float()
     return total_loss.item() / n_items
 
 
@@ -160,6 +269,7 @@ def train_classifier(
     generator,
     device,
     scheduler=None,
+    validation=None,
     mixed_precision=False,
     verbose=0,
     description="training",
@@ -178,30 +288,52 @@ def train_classifier(
         fresh random order drawn from ``generator``.
     scheduler : torch.optim.lr_scheduler.LRScheduler, optional
         Stepped once per epoch.
+    validation : tuple (make_batch, n_items), optional
+        A held-out data set in the same form, whose mean loss is measured
+        after every epoch.
 
     Returns
     -------
     history : list of dict
-        ``{"epoch", "loss"}`` per epoch, the loss averaged over the items.
+        ``{"epoch", "loss"}`` per epoch, the loss averaged over the items,
+        and ``"validation_loss"`` with ``validation``.
     """
     loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
 
-    def batch_loss(items):
-        inputs, targets = make_batch(items)
-        return loss_fn(network(inputs).float(), targets)
+    def loss_of(make):
+        def batch_loss(items):
+            nonlocal chance_loss_limit
+            inputs, targets = make(items)
+            logits = network(inputs).float()
+            if chance_loss_limit is None:
+                chance_loss_limit = 10 * max(1.0, math.log(logits.shape[1]))
+            return loss_fn(logits, targets)
+
+        return batch_loss
 
     history = []
-    bar = progress(range(epochs), verbose, desc=description, unit="epoch")
+    # Guessing uniformly costs log(n_classes) per item; an epoch ten times
+    # worse than that on average has diverged even if its loss is finite.
+    chance_loss_limit = None
+    bar = progress(range(1, epochs + 1), verbose, desc=description, unit="epoch")
     for epoch in bar:
-        epoch_loss = run_epoch(
-            network, batch_loss, n_items, batch_size=batch_size, optimizer=optimizer,
+        record = {"epoch": epoch}
+        record["loss"] = run_epoch(
+            network, loss_of(make_batch), n_items, batch_size=batch_size, optimizer=optimizer,
             generator=generator, device=device, mixed_precision=mixed_precision,
-            verbose=verbose, description=f"epoch {epoch + 1}",
+            verbose=verbose, epoch=epoch,
         )  # fmt: skip
+        check_finite_loss(record["loss"], epoch, optimizer.param_groups[0]["lr"], limit=chance_loss_limit)
         if scheduler is not None:
             scheduler.step()
-        history.append({"epoch": epoch + 1, "loss": epoch_loss})
+        if validation is not None:
+            make_validation_batch, n_validation = validation
+            record["validation_loss"] = evaluate_loss(
+                network, loss_of(make_validation_batch), n_validation, batch_size=batch_size,
+                device=device, mixed_precision=mixed_precision,
+            )  # fmt: skip
+        history.append(record)
         if verbose:
-            bar.set_postfix(loss=f"{epoch_loss:.4f}")
+            bar.set_postfix({key: f"{value:.4f}" for key, value in record.items() if key != "epoch"})
     network.eval()
     return history

@@ -8,7 +8,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call, grad_and_value, vmap
 
-from ._torch import autocast, batch_bounds, build_module, progress
+from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
 from .networks.dcgan import dcgan_side
@@ -85,9 +85,10 @@ class ADGANDetector(BaseDeepDetector):
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden layers of the generator and critic MLPs (tabular data).
     max_offset_samples : int, default=512
-        Training samples scored to set ``offset_`` (a random subset when there
-        are more): scoring costs as much per sample as at test time.
-    image_shape, contamination, device, mixed_precision, verbose, random_state
+        Held-out samples (training samples with ``validation_fraction=0``)
+        scored to set ``offset_``, a random subset when there are more:
+        scoring costs as much per sample as at test time.
+    image_shape, contamination, validation_fraction, device, mixed_precision, verbose, random_state
         As in :class:`GeometricTransformDetector`.
 
     Attributes
@@ -100,9 +101,13 @@ class ADGANDetector(BaseDeepDetector):
     epochs_ : int
         Epochs trained.
     history_ : list of dict
-        Per epoch: the critic's Wasserstein estimate and the generator loss.
+        Per epoch: the critic's Wasserstein estimate (``wasserstein``), the
+        ``generator_loss`` and, with held-out samples,
+        ``validation_wasserstein``: the critic's estimate between the held-out
+        samples and images from ``latent_seeds_``; far below ``wasserstein``,
+        the critic has learned the training samples themselves.
     offset_ : float
-    image_shape_, device_, n_features_in_
+    validation_indices_, image_shape_, device_, n_features_in_
         As in :class:`GeometricTransformDetector`.
 
     See Also
@@ -175,6 +180,7 @@ class ADGANDetector(BaseDeepDetector):
         max_offset_samples=512,
         image_shape=None,
         contamination=0.1,
+        validation_fraction=0.1,
         device="auto",
         mixed_precision="auto",
         verbose=0,
@@ -197,6 +203,7 @@ class ADGANDetector(BaseDeepDetector):
         self.max_offset_samples = max_offset_samples
         self.image_shape = image_shape
         self.contamination = contamination
+        self.validation_fraction = validation_fraction
         self.device = device
         self.mixed_precision = mixed_precision
         self.verbose = verbose
@@ -254,7 +261,7 @@ class ADGANDetector(BaseDeepDetector):
         (gradient,) = torch.autograd.grad(self.critic_(points).sum(), points, create_graph=True)
         return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
-    def _fit_tensor(self, X, rng, generator):
+    def _fit_tensor(self, X, rng, generator, X_val=None):
         self.generator_, self.critic_ = self._build(generator)
         seed = int(rng.integers(np.iinfo(np.int32).max))
         # Latent draws happen on the device, from a generator of its own.
@@ -263,7 +270,7 @@ class ADGANDetector(BaseDeepDetector):
             return torch.randn(n, self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype)
 
         self.latent_seeds_ = draw_latents(self.n_seeds)
-        real_data = self._gan_input(X)
+        real_data = X.map(self._gan_input)
         g_optimizer, c_optimizer = self._optimizers()
         bounds = batch_bounds(len(X), self.batch_size)
         self.epochs_ = self.epochs or max(100, math.ceil(_MIN_CRITIC_STEPS / len(bounds)))
@@ -304,21 +311,45 @@ class ADGANDetector(BaseDeepDetector):
                     totals[1] += generator_loss.detach().to(self._dtype)
                     n_generator_steps += 1
             wasserstein_mean, generator_mean = totals.tolist()
-            self.history_.append({
+            record = {
                 "epoch": epoch + 1,
                 "wasserstein": wasserstein_mean / len(bounds),
                 "generator_loss": generator_mean / max(1, n_generator_steps),
-            })  # fmt: skip
+            }
+            check_finite_loss(record["wasserstein"], epoch + 1, self.learning_rate, "critic's Wasserstein estimate")
+            if X_val is not None:
+                record["validation_wasserstein"] = self._validation_wasserstein(X_val)
+            self.history_.append(record)
         self.generator_.eval()
         self.critic_.eval()
+        return self._calibration_scores(X, rng) if X_val is None else None
+
+    @torch.no_grad()
+    def _validation_wasserstein(self, X_val):
+        """The critic's Wasserstein estimate between held-out samples and the generator's
+        images from the fixed latent seeds; far below the training estimate, the critic
+        has learned the training samples rather than the normal class."""
+        self.critic_.eval()
+        self.generator_.eval()
+        size = 4 * self.batch_size
+        with autocast(self.device_, self.mixed_precision_):
+            real = sum(self.critic_(chunk).float().sum() for chunk in X_val.map(self._gan_input).chunks(size))
+            fake = self.critic_(self.generator_(self.latent_seeds_)).float().mean()
+        self.critic_.train()
+        self.generator_.train()
+        return float(real / len(X_val) - fake)
+
+    def _calibration_scores(self, X, rng):
+        """Scores of at most ``max_offset_samples`` of ``X`` (a random subset): scoring
+        costs as much per sample as at test time."""
         if len(X) > self.max_offset_samples:
-            X = X[torch.as_tensor(np.sort(rng.choice(len(X), self.max_offset_samples, replace=False)), device=self.device_)]
+            X = X.subset(np.sort(rng.choice(len(X), self.max_offset_samples, replace=False)))
         return self._score_tensor(X)
 
     # -- scoring -----------------------------------------------------------
 
-    def _score_tensor(self, X):
-        targets = self._gan_input(X)
+    def _score_tensor(self, X, rule=None):
+        targets = X.map(self._gan_input)
         n_seeds = self.n_seeds
         n_pairs = len(X) * n_seeds
         # Every (sample, seed) search is independent: run them in chunks of
@@ -337,18 +368,23 @@ class ADGANDetector(BaseDeepDetector):
         return -losses.view(len(X), n_seeds).mean(1).cpu().numpy().astype(np.float64)
 
     def _latent_search(self, targets, z):
-        """Adam on the latent vectors only; one shared generator (in eval mode)."""
+        """Adam on the latent vectors only; one shared generator (in eval mode).
+
+        Both searches run in full precision whatever ``mixed_precision`` says
+        (the precision policy in ``skgeoad._torch``): they differentiate with
+        respect to latents and weights whose steps bf16 cannot resolve.
+        """
         z = z.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=self.latent_lr, betas=_SEARCH_BETAS)
         for _ in range(self.n_search_steps):
-            with torch.enable_grad(), autocast(self.device_, self.mixed_precision_):
-                loss = _squared_error(self.generator_(z).to(targets.dtype), targets)
-            optimizer.zero_grad(set_to_none=True)
-            # Summed: each latent's gradient is its own sample's.
-            loss.sum().backward()
+            with torch.enable_grad(), full_precision(self.device_):
+                loss = _squared_error(self.generator_(z), targets)
+                # Summed: each latent's gradient is its own sample's. Only the
+                # latents' gradient is taken, so none piles up in generator_.
+                (z.grad,) = torch.autograd.grad(loss.sum(), z)
             optimizer.step()
-        with torch.no_grad(), autocast(self.device_, self.mixed_precision_):
-            return _squared_error(self.generator_(z).to(targets.dtype), targets)
+        with torch.no_grad(), full_precision(self.device_):
+            return _squared_error(self.generator_(z), targets)
 
     def _joint_search(self, targets, z):
         """Adam on each latent and on its own copy of the generator's weights (vmapped).
@@ -367,9 +403,8 @@ class ADGANDetector(BaseDeepDetector):
         latent = z.clone().requires_grad_(True)
 
         def loss_fn(params, latent, target):
-            with autocast(self.device_, self.mixed_precision_):
-                image = functional_call(generator, (params, buffers), (latent.unsqueeze(0),))[0]
-            return _squared_error(image.to(target.dtype).unsqueeze(0), target.unsqueeze(0))[0]
+            image = functional_call(generator, (params, buffers), (latent.unsqueeze(0),))[0]
+            return _squared_error(image.unsqueeze(0), target.unsqueeze(0))[0]
 
         step_fn = vmap(grad_and_value(loss_fn, argnums=(0, 1)))
         fused = {"fused": True} if self.device_.type in ("cuda", "cpu") else {}
@@ -378,15 +413,16 @@ class ADGANDetector(BaseDeepDetector):
             torch.optim.Adam(weights.values(), lr=self.generator_lr, betas=betas, **fused),
             torch.optim.Adam([latent], lr=self.latent_lr, betas=betas, **fused),
         )
-        for _ in range(self.n_search_steps):
-            detached = {name: w.detach() for name, w in weights.items()}
-            (weight_grads, latent.grad), _ = step_fn(detached, latent.detach(), targets)
-            for name, weight in weights.items():
-                weight.grad = weight_grads[name]
-            for optimizer in optimizers:
-                optimizer.step()
-        with torch.no_grad():
-            return vmap(loss_fn)({name: w.detach() for name, w in weights.items()}, latent.detach(), targets)
+        with full_precision(self.device_):
+            for _ in range(self.n_search_steps):
+                detached = {name: w.detach() for name, w in weights.items()}
+                (weight_grads, latent.grad), _ = step_fn(detached, latent.detach(), targets)
+                for name, weight in weights.items():
+                    weight.grad = weight_grads[name]
+                for optimizer in optimizers:
+                    optimizer.step()
+            with torch.no_grad():
+                return vmap(loss_fn)({name: w.detach() for name, w in weights.items()}, latent.detach(), targets)
 
 
 def _squared_error(images, targets):

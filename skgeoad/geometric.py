@@ -52,7 +52,9 @@ class GeometricTransformDetector(BaseDeepDetector):
         :func:`skgeoad.dirichlet.fit_dirichlet`) and scores
         ``mean_t sum_j (alpha_tj - 1) log p_j(T_t(x))``, the paper's normality
         score up to a constant and a factor. ``"simplified"`` is the mean
-        probability the classifier gives the correct transformation. (Named
+        probability the classifier gives the correct transformation. Read
+        again at scoring time: ``set_params(score_type=...)`` rescores a
+        fitted detector, with that rule's threshold from ``offsets_``. (Named
         ``score_type`` rather than ``score``: scikit-learn reserves
         ``score`` for a method.)
     depth : int, default=10
@@ -87,8 +89,20 @@ class GeometricTransformDetector(BaseDeepDetector):
         from three times such a square, tabular otherwise. 3-D ``(n, H, W)``
         and 4-D ``(n, H, W, C)`` arrays are always images.
     contamination : float in (0, 0.5], default=0.1
-        Expected proportion of outliers in the training data: ``offset_`` is
-        this quantile of the training scores.
+        Share of new normal samples that ``predict`` should flag as outliers
+        (the expected share of outliers in the training data): ``offset_`` is
+        this quantile of the scores of the held-out training samples (see
+        ``validation_fraction``).
+    validation_fraction : float in [0, 1), default=0.1
+        Share of the training samples held out of training: the model scores
+        them as it scores new data, so the threshold ``offset_`` set from
+        their scores flags about ``contamination`` of new normal data
+        (training scores are optimistic: a threshold taken from them flags
+        far fewer). Their loss is recorded per epoch in ``history_``
+        (``validation_loss``). ``0`` trains on every sample and sets
+        ``offset_`` from the training scores, as scikit-learn's outlier
+        detectors do: ``predict`` then flags exactly ``contamination`` of the
+        training data itself, and fewer than that of new data.
     device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` picks CUDA when available, else the CPU.
     mixed_precision : "auto" or bool, default="auto"
@@ -114,9 +128,18 @@ class GeometricTransformDetector(BaseDeepDetector):
     epochs_ : int
         Epochs actually trained.
     history_ : list of dict
-        Mean training loss per epoch.
+        Per epoch: mean training ``loss`` and, with held-out samples,
+        ``validation_loss``.
+    offsets_ : dict
+        Threshold of each ``score_type`` (the ``contamination`` quantile of
+        the held-out scores): ``decision_function = score_samples -
+        offsets_[score_type]``, so ``set_params(score_type=...)`` after fit
+        rescores with a matching threshold.
     offset_ : float
-        Threshold on ``score_samples``: ``decision_function = score_samples - offset_``.
+        Offset of the ``score_type`` the detector was fitted with.
+    validation_indices_ : ndarray or None
+        Indices of the training samples held out of training to set the
+        thresholds (``None`` with ``validation_fraction=0``).
     image_shape_ : tuple of int or None
         ``(H, W, C)`` of the images, ``None`` for tabular data.
     device_ : torch.device
@@ -190,6 +213,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         hidden_layer_sizes=(64,),
         image_shape=None,
         contamination=0.1,
+        validation_fraction=0.1,
         device="auto",
         mixed_precision="auto",
         verbose=0,
@@ -208,6 +232,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.image_shape = image_shape
         self.contamination = contamination
+        self.validation_fraction = validation_fraction
         self.device = device
         self.mixed_precision = mixed_precision
         self.verbose = verbose
@@ -237,34 +262,41 @@ class GeometricTransformDetector(BaseDeepDetector):
         network = build_module(factory, generator, self.device_, self._dtype)
         return transformations.to(self.device_, self._dtype), network
 
-    def _fit_tensor(self, X, rng, generator):
+    _score_rules = ("dirichlet", "simplified")
+
+    def _fit_tensor(self, X, rng, generator, X_val=None):
         self.transformations_, self.network_ = self._build(generator)
         self.n_transforms_ = n_transforms = self.transformations_.n_transforms
         self.epochs_ = self.epochs or math.ceil(200 / n_transforms)
 
-        def make_batch(items):
-            samples, labels = items // n_transforms, items % n_transforms
-            return self.transformations_(X[samples], labels), labels
+        def batches_of(data):
+            def make_batch(items):
+                samples, labels = items // n_transforms, items % n_transforms
+                return self.transformations_(data[samples], labels), labels
+
+            return make_batch
 
         optimizer = torch.optim.Adam(
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
         self.history_ = train_classifier(
             self.network_,
-            make_batch,
+            batches_of(X),
             len(X) * n_transforms,
             epochs=self.epochs_,
             batch_size=self.batch_size,
             optimizer=optimizer,
             generator=generator,
             device=self.device_,
+            validation=None if X_val is None else (batches_of(X_val), len(X_val) * n_transforms),
             mixed_precision=self.mixed_precision_,
             verbose=self.verbose,
         )
-        return self._fit_dirichlet(X)
+        return self._fit_dirichlet(X, keep_scores=X_val is None)
 
-    def _fit_dirichlet(self, X):
-        """Estimate ``alpha_`` from the training images; return their scores.
+    def _fit_dirichlet(self, X, keep_scores=True):
+        """Estimate ``alpha_`` from the training images; return their scores per rule
+        (``None`` without ``keep_scores``).
 
         Streams the training set through the network once, accumulating the
         Dirichlet's sufficient statistics (mean probability and mean log
@@ -275,7 +307,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         dtype = _reduction_dtype(self.device_)
         sum_p = torch.zeros(n_transforms, n_transforms, dtype=dtype, device=self.device_)
         sum_log_p = torch.zeros_like(sum_p)
-        keep = len(X) * n_transforms**2 * 4 <= _CACHE_BYTES
+        keep = keep_scores and len(X) * n_transforms**2 * 4 <= _CACHE_BYTES
         kept = []
         for log_p in self._log_probabilities(X, "Dirichlet fit"):
             sum_p += log_p.exp().sum(0, dtype=dtype)
@@ -287,8 +319,8 @@ class GeometricTransformDetector(BaseDeepDetector):
         )
         self._alpha_minus_one = torch.as_tensor(self.alpha_ - 1.0, dtype=dtype, device=self.device_)
         if keep:
-            return torch.cat([self._normality(log_p) for log_p in kept]).cpu().numpy()
-        return self._score_tensor(X)
+            return {rule: _to_numpy([self._normality(log_p, rule) for log_p in kept]) for rule in self._score_rules}
+        return self._calibration_scores(X) if keep_scores else None
 
     # -- scoring -----------------------------------------------------------
 
@@ -325,8 +357,8 @@ class GeometricTransformDetector(BaseDeepDetector):
         height, width, _ = self.image_shape_
         return self.batch_size * min(4, max(1, 1024 // (height * width)))
 
-    def _normality(self, log_p):
-        if self.score_type == "simplified":
+    def _normality(self, log_p, rule):
+        if rule == "simplified":
             return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
         weighted = log_p.to(self._alpha_minus_one.dtype) * self._alpha_minus_one
         return weighted.sum((1, 2)) / self.n_transforms_
@@ -346,12 +378,24 @@ class GeometricTransformDetector(BaseDeepDetector):
             ``i``; the diagonal ``proba[:, t, t]`` is how well it recognises
             each transformation (the simplified score is its mean).
         """
-        X = self._fitted_tensor(X)
+        X = self._fitted_data(X)
         return torch.cat([log_p.exp() for log_p in self._log_probabilities(X)]).cpu().numpy()
 
-    def _score_tensor(self, X):
-        scores = [self._normality(log_p) for log_p in self._log_probabilities(X)]
-        return torch.cat(scores).cpu().numpy().astype(np.float64)
+    def _score_tensor(self, X, rule):
+        return _to_numpy([self._normality(log_p, rule) for log_p in self._log_probabilities(X)])
+
+    def _calibration_scores(self, X, rng=None):
+        """Both rules' scores from one pass through the network."""
+        scores = {rule: [] for rule in self._score_rules}
+        for log_p in self._log_probabilities(X, "calibration"):
+            for rule in self._score_rules:
+                scores[rule].append(self._normality(log_p, rule))
+        return {rule: _to_numpy(values) for rule, values in scores.items()}
+
+
+def _to_numpy(chunks):
+    """Score chunks (device tensors) as one float64 NumPy array."""
+    return torch.cat(chunks).cpu().numpy().astype(np.float64)
 
 
 def _reduction_dtype(device):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._torch import autocast, build_module, progress, run_epoch
+from ._torch import autocast, build_module, evaluate_loss, progress, run_epoch
 from .base import BaseDeepDetector
 from .clustering import distribution_clustering, fit_predict_clusters, select_low_variance_clusters
 from .networks import ConvAutoencoder, MLPAutoencoder
@@ -98,8 +98,20 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     image_shape : None, "tabular", (H, W) or (H, W, C), default=None
         How to read flat rows (see :class:`GeometricTransformDetector`).
     contamination : float in (0, 0.5], default=0.1
-        Expected proportion of outliers in the training data: ``offset_`` is
-        this quantile of the training scores.
+        Share of new normal samples that ``predict`` should flag as outliers
+        (the expected share of outliers in the training data): ``offset_`` is
+        this quantile of the scores of the held-out training samples (see
+        ``validation_fraction``).
+    validation_fraction : float in [0, 1), default=0.1
+        Share of the training samples held out of training: the model scores
+        them as it scores new data, so the threshold ``offset_`` set from
+        their scores flags about ``contamination`` of new normal data
+        (training scores are optimistic: a threshold taken from them flags
+        far fewer). Their loss is recorded per epoch in ``history_``
+        (``validation_loss``). ``0`` trains on every sample and sets
+        ``offset_`` from the training scores, as scikit-learn's outlier
+        detectors do: ``predict`` then flags exactly ``contamination`` of the
+        training data itself, and fewer than that of new data.
     device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` picks CUDA when available, else the CPU.
     mixed_precision : "auto" or bool, default="auto"
@@ -118,9 +130,11 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         :class:`~skgeoad.networks.ConvAutoencoder`).
     initial_labels_ : ndarray of shape (n_samples,)
         Cluster of each training sample in the initial clustering (``-1``:
-        left unassigned by distribution clustering).
+        left unassigned by distribution clustering, or held out; see
+        ``validation_indices_``).
     selected_ : ndarray of shape (n_samples,), dtype=bool
-        The final normal subset of the training samples.
+        The final normal subset of the training samples (held-out samples
+        are never selected).
     selection_masks_ : ndarray of shape (n_rounds + 1, n_samples), dtype=bool
         The initial subset, then the subset after each re-selection: with
         ground truth at hand, ``y_normal[mask].mean()`` is each round's purity.
@@ -133,11 +147,17 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         Whether training stopped because the subset stopped changing.
     history_ : list of dict
         Per epoch: ``epoch``, ``loss`` (mean squared reconstruction error on
-        the subset) and ``n_selected``.
+        the subset), ``n_selected`` and, with held-out samples,
+        ``validation_loss`` (the same error on them, anomalies included).
     offsets_ : dict
-        ``offset_`` of each ``score_type``, from the training scores.
+        ``offset_`` of each ``score_type``: the ``contamination`` quantile of
+        the held-out samples' scores (of the training scores with
+        ``validation_fraction=0``).
     offset_ : float
         Offset of the ``score_type`` the detector was fitted with.
+    validation_indices_ : ndarray or None
+        Indices of the training samples held out of training to set the
+        thresholds (``None`` with ``validation_fraction=0``).
     image_shape_ : tuple of int or None
         ``(H, W, C)`` of the images, ``None`` for tabular data.
     device_ : torch.device
@@ -233,6 +253,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         learning_rate=1e-3,
         image_shape=None,
         contamination=0.1,
+        validation_fraction=0.1,
         device="auto",
         mixed_precision="auto",
         verbose=0,
@@ -258,6 +279,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.learning_rate = learning_rate
         self.image_shape = image_shape
         self.contamination = contamination
+        self.validation_fraction = validation_fraction
         self.device = device
         self.mixed_precision = mixed_precision
         self.verbose = verbose
@@ -321,7 +343,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         method = self.init
         if method == "auto":
             method = "distribution" if self.image_shape_ is not None else "gmm"
-        flat = inputs.reshape(len(inputs), -1)
+        flat = inputs.whole().reshape(len(inputs), -1)
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if method == "distribution":
             labels = distribution_clustering(
@@ -378,8 +400,10 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         labels = fit_predict_clusters(features, "gmm", min(self.n_components, len(features)), seed, self.covariance_type)
         return select_low_variance_clusters(features, labels, self.rejection)
 
-    def _fit_tensor(self, X, rng, generator):
-        inputs = self._autoencoder_input(X)
+    _score_rules = SCORE_TYPES
+
+    def _fit_tensor(self, X, rng, generator, X_val=None):
+        inputs = X.map(self._autoencoder_input)
         self.initial_labels_, selected = self._initial_selection(inputs, rng)
         mixture_seed = int(rng.integers(np.iinfo(np.int32).max))
         self.network_ = self._build_network(generator)
@@ -390,18 +414,32 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.converged_ = False
         subset = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
 
-        def batch_loss(items):
-            batch = inputs[subset[items]]
+        def reconstruction_loss(batch):
             return (self.network_(batch) - batch).pow(2).flatten(1).mean(1).sum()
+
+        def batch_loss(items):
+            return reconstruction_loss(inputs[subset[items]])
+
+        if X_val is not None:
+            inputs_val = X_val.map(self._autoencoder_input)
+
+            def validation_loss(items):
+                return reconstruction_loss(inputs_val[items])
 
         bar = progress(range(self.epochs), self.verbose, desc="autoencoder", unit="epoch")
         for epoch in bar:
             loss = run_epoch(
                 self.network_, batch_loss, len(subset), batch_size=self.batch_size,
                 optimizer=optimizer, generator=generator, device=self.device_,
-                mixed_precision=self.mixed_precision_, verbose=self.verbose, description=f"epoch {epoch + 1}",
+                mixed_precision=self.mixed_precision_, verbose=self.verbose, epoch=epoch + 1,
             )  # fmt: skip
-            self.history_.append({"epoch": epoch + 1, "loss": loss, "n_selected": len(subset)})
+            record = {"epoch": epoch + 1, "loss": loss, "n_selected": len(subset)}
+            if X_val is not None:
+                record["validation_loss"] = evaluate_loss(
+                    self.network_, validation_loss, len(X_val), batch_size=4 * self.batch_size,
+                    device=self.device_, mixed_precision=self.mixed_precision_,
+                )  # fmt: skip
+            self.history_.append(record)
             if self.verbose:
                 bar.set_postfix(loss=f"{loss:.4f}", selected=len(subset))
             if (epoch + 1) % self.reselect_every or len(masks) > max_rounds:
@@ -421,17 +459,21 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             if len(masks) > max_rounds:
                 break
         self.network_.eval()
-        self.selected_ = selected
-        self.selection_masks_ = np.stack(masks)
+        self.initial_labels_ = self._on_all_samples(self.initial_labels_, -1)
+        self.selected_ = self._on_all_samples(selected, False)
+        self.selection_masks_ = self._on_all_samples(np.stack(masks), False)
         self.n_rounds_ = len(masks) - 1
-        return self._encode(inputs)[1]
+        return self._encode(inputs)[1] if X_val is None else None
 
     # -- scoring -----------------------------------------------------------
 
-    def _score_tensor(self, X):
-        rule = self._score_rule()
-        _, scores = self._encode(self._autoencoder_input(X), (rule,))
+    def _score_tensor(self, X, rule):
+        _, scores = self._encode(X.map(self._autoencoder_input), (rule,))
         return scores[rule]
+
+    def _calibration_scores(self, X, rng=None):
+        """Both rules' scores from one pass through the autoencoder."""
+        return self._encode(X.map(self._autoencoder_input))[1]
 
 
 def _leading_components(X, seed):

@@ -5,10 +5,10 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils import check_consistent_length
+from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._torch import autocast, build_module, progress, train_classifier
+from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
 from .networks import MLP, SmallCNN, WideResNet
@@ -78,7 +78,7 @@ class SubClusterDetector(BaseDeepDetector):
     metric : {"cosine", "euclidean"}, default="cosine"
         Similarity of the k-NN score: mean cosine similarity, or minus the mean
         Euclidean distance, to the nearest training features.
-    image_shape, contamination, device, mixed_precision, verbose, random_state
+    image_shape, contamination, validation_fraction, device, mixed_precision, verbose, random_state
         As in :class:`GeometricTransformDetector`.
 
     Attributes
@@ -91,17 +91,23 @@ class SubClusterDetector(BaseDeepDetector):
     clusters_ : ndarray
         The sub-cluster labels, in the order of the classifier's outputs.
     cluster_labels_ : ndarray of shape (n_samples,)
-        Index into ``clusters_`` of each training sample.
+        Index into ``clusters_`` of each training sample; for a held-out
+        sample, the sub-cluster its label names (without labels, that of the
+        nearest sub-cluster mean), ``-1`` when the training part has none.
     train_features_ : torch.Tensor of shape (n_samples, n_features_out)
-        Penultimate features of the training samples (the k-NN score's
+        Penultimate features of the samples trained on (the k-NN score's
         reference; PCA features for a single sub-cluster).
     offsets_ : dict
-        ``offset_`` of each ``score_type``, from the training scores.
+        ``offset_`` of each ``score_type``: the ``contamination`` quantile of
+        the held-out samples' scores (of the training scores with
+        ``validation_fraction=0``).
     offset_ : float
         Offset of the ``score_type`` the detector was fitted with.
     history_ : list of dict
-        Mean training loss per epoch.
-    image_shape_, device_, n_features_in_
+        Per epoch: mean training ``loss`` and, with held-out samples,
+        ``validation_loss`` (on the held-out samples of sub-clusters the
+        training part has).
+    validation_indices_, image_shape_, device_, n_features_in_
         As in :class:`GeometricTransformDetector`.
 
     See Also
@@ -180,6 +186,7 @@ class SubClusterDetector(BaseDeepDetector):
         metric="cosine",
         image_shape=None,
         contamination=0.1,
+        validation_fraction=0.1,
         device="auto",
         mixed_precision="auto",
         verbose=0,
@@ -201,6 +208,7 @@ class SubClusterDetector(BaseDeepDetector):
         self.metric = metric
         self.image_shape = image_shape
         self.contamination = contamination
+        self.validation_fraction = validation_fraction
         self.device = device
         self.mixed_precision = mixed_precision
         self.verbose = verbose
@@ -216,7 +224,7 @@ class SubClusterDetector(BaseDeepDetector):
         y : Ignored
             Not used, present for API consistency by convention (so that
             ``GridSearchCV`` can pass inlier/outlier labels to its scorer).
-        cluster_labels : array-like of shape (n_samples,), optional
+        cluster_labels : array-like of shape (n_samples,) or (n_samples, 1), optional
             Sub-cluster of each sample (e.g. its sub-class). ``None``: found by
             k-means with ``n_clusters``.
 
@@ -224,6 +232,15 @@ class SubClusterDetector(BaseDeepDetector):
         -------
         self : object
         """
+        if cluster_labels is not None:
+            cluster_labels = np.asarray(cluster_labels)
+            if cluster_labels.ndim == 2 and cluster_labels.shape[1] == 1:
+                cluster_labels = cluster_labels.ravel()
+            if cluster_labels.ndim != 1:
+                raise ValueError(
+                    "cluster_labels must hold one label per sample, shape (n_samples,) or (n_samples, 1); "
+                    f"got shape {cluster_labels.shape}."
+                )
         return super().fit(X, y, cluster_labels=cluster_labels)
 
     # -- fitting -----------------------------------------------------------
@@ -232,7 +249,7 @@ class SubClusterDetector(BaseDeepDetector):
         """PCA of the scaled inputs (at most 50 components), as tensors on the device."""
         from sklearn.decomposition import PCA
 
-        flat = X.reshape(len(X), -1).cpu().double().numpy()
+        flat = X.whole().reshape(len(X), -1).cpu().double().numpy()
         n_components = min(50, flat.shape[1], len(flat) - 1)
         pca = PCA(n_components, random_state=int(rng.integers(np.iinfo(np.int32).max))).fit(flat)
         as_tensor = lambda a: torch.as_tensor(a, dtype=self._dtype, device=self.device_)  # noqa: E731
@@ -250,7 +267,7 @@ class SubClusterDetector(BaseDeepDetector):
             return np.unique(cluster_labels, return_inverse=True)
         if self.n_clusters == 1:
             return np.zeros(1, dtype=int), np.zeros(len(X), dtype=int)
-        embedded = self._embed(X).cpu().numpy()
+        embedded = torch.cat([self._embed(chunk) for chunk in self._chunks(X)]).cpu().numpy()
         n_clusters = min(self.n_clusters, len(X))
         seed = int(rng.integers(np.iinfo(np.int32).max))
         # Empty clusters are fine: the classifier just never sees those labels.
@@ -279,7 +296,7 @@ class SubClusterDetector(BaseDeepDetector):
 
         return build_module(factory, generator, self.device_, self._dtype)
 
-    def _fit_tensor(self, X, rng, generator, cluster_labels=None):
+    def _fit_tensor(self, X, rng, generator, X_val=None, cluster_labels=None, cluster_labels_val=None):
         self.embedding_ = self._fit_embedding(X, rng)
         self.clusters_, codes = self._find_clusters(X, cluster_labels, rng)
         self.cluster_labels_ = codes
@@ -289,32 +306,68 @@ class SubClusterDetector(BaseDeepDetector):
             self.network_, self.history_ = None, []
         else:
             self.network_ = self._build_network(len(self.clusters_), generator)
-            self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator)
+            validation = None
+            if X_val is not None:
+                codes_val = self._held_out_codes(X, codes, X_val, cluster_labels_val)
+                validation = (X_val, codes_val)
+                self.cluster_labels_ = self._on_all_samples(codes, -1)
+                self.cluster_labels_[self.validation_indices_] = codes_val
+            self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator, validation)
         self.train_features_ = torch.cat([features for _, features in self._forward(X)])
-        # Training samples are scored as any sample is, their own match
-        # included in the k-NN score, so that predict(X_train) flags exactly
-        # a `contamination` share of them (scikit-learn's contract).
-        return {rule: self._score_with(rule, X) for rule in SCORE_TYPES}
+        if X_val is not None:
+            return None
+        # Without held-out samples, training samples are scored as any sample
+        # is, their own match included in the k-NN score, so that
+        # predict(X_train) flags exactly a `contamination` share of them.
+        return {rule: self._score_tensor(X, rule) for rule in SCORE_TYPES}
 
-    def _train(self, X, targets, generator):
+    def _held_out_codes(self, X, codes, X_val, labels_val):
+        """Sub-cluster index of each held-out sample, ``-1`` where it has none.
+
+        Given labels are looked up among the training sub-clusters (a label
+        the training part lacks gets ``-1``); k-means sub-clusters are
+        assigned to the nearest training sub-cluster mean in the embedding,
+        as k-means itself assigns them.
+        """
+        if labels_val is not None:
+            position = np.searchsorted(self.clusters_, labels_val).clip(0, len(self.clusters_) - 1)
+            return np.where(self.clusters_[position] == labels_val, position, -1)
+        embedded = torch.cat([self._embed(chunk) for chunk in self._chunks(X)])
+        one_hot = torch.nn.functional.one_hot(torch.as_tensor(codes, device=self.device_), len(self.clusters_))
+        one_hot = one_hot.to(embedded.dtype)
+        means = (one_hot.T @ embedded) / one_hot.sum(0).clamp_min(1)[:, None]
+        held_out = torch.cat([self._embed(chunk) for chunk in self._chunks(X_val)])
+        return torch.cdist(held_out, means).argmin(1).cpu().numpy()
+
+    def _train(self, X, targets, generator, validation=None):
         optimizer = torch.optim.SGD(
             self.network_.parameters(), lr=self.learning_rate, momentum=0.9,
             weight_decay=self.weight_decay,
         )  # fmt: skip
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
 
-        def make_batch(items):
-            return self._network_input(X[items]), targets[items]
+        def batches_of(data, targets):
+            def make_batch(items):
+                return self._network_input(data[items]), targets[items]
 
+            return make_batch
+
+        if validation is not None:
+            X_val, codes_val = validation
+            # Held-out samples of a sub-cluster the training part lacks have no target.
+            known = np.flatnonzero(codes_val >= 0)
+            targets_val = torch.as_tensor(codes_val[known], device=self.device_)
+            validation = (batches_of(X_val.subset(known), targets_val), len(known)) if len(known) else None
         return train_classifier(
-            self.network_, make_batch, len(X), epochs=self.epochs, batch_size=self.batch_size,
+            self.network_, batches_of(X, targets), len(X), epochs=self.epochs, batch_size=self.batch_size,
             optimizer=optimizer, scheduler=scheduler, generator=generator, device=self.device_,
-            mixed_precision=self.mixed_precision_, verbose=self.verbose,
+            validation=validation, mixed_precision=self.mixed_precision_, verbose=self.verbose,
         )  # fmt: skip
 
     # -- scoring -----------------------------------------------------------
 
     def _chunks(self, X, size=None):
+        """Consecutive chunks of ``X`` (a tensor or device data), ``4 * batch_size`` by default."""
         size = size or 4 * self.batch_size
         return (X[start : start + size] for start in range(0, len(X), size))
 
@@ -329,7 +382,9 @@ class SubClusterDetector(BaseDeepDetector):
             yield from ((None, self._embed(chunk)) for chunk in self._chunks(X))
             return
         self.network_.eval()
-        for chunk in progress(list(self._chunks(X)), self.verbose > 1, desc="scoring", unit="chunk"):
+        size = 4 * self.batch_size
+        for start in progress(range(0, len(X), size), self.verbose > 1, desc="scoring", unit="chunk"):
+            chunk = X[start : start + size]
             with autocast(self.device_, self.mixed_precision_):
                 features = self.network_.forward_features(self._network_input(chunk))
                 logits = self.network_.forward_head(features)
@@ -341,14 +396,16 @@ class SubClusterDetector(BaseDeepDetector):
         The step ``-epsilon * sign(grad_x CE(f(x) / T, argmax f(x)))`` makes the
         predicted sub-cluster more likely; in-distribution inputs respond more.
         Every sample's gradient is its own (BatchNorm in eval mode), so the
-        whole chunk goes through one backward pass.
+        whole chunk goes through one backward pass. Never in bf16 (the
+        precision policy in ``skgeoad._torch``): the logits / 1000 and the
+        0.0014 step are below its resolution.
         """
         x = self._network_input(chunk).detach().clone().requires_grad_(True)
-        with torch.enable_grad(), autocast(self.device_, self.mixed_precision_):
+        with torch.enable_grad(), full_precision(self.device_):
             logits = self.network_(x).to(self._dtype) / self.temperature
             loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
-        (gradient,) = torch.autograd.grad(loss, x)
-        with torch.inference_mode(), autocast(self.device_, self.mixed_precision_):
+            (gradient,) = torch.autograd.grad(loss, x)
+        with torch.inference_mode(), full_precision(self.device_):
             logits = self.network_(x.detach() - self.epsilon * gradient.sign()).to(self._dtype)
         return torch.softmax(logits / self.temperature, dim=1).amax(1)
 
@@ -372,12 +429,14 @@ class SubClusterDetector(BaseDeepDetector):
             scores.append(similarity.topk(k, dim=1).values.mean(1))
         return torch.cat(scores)
 
-    def _score_with(self, rule, X):
+    _score_rules = SCORE_TYPES
+
+    def _score_tensor(self, X, rule):
         if self.network_ is None:
             rule = "knn"
         if rule == "odin":
             self.network_.eval()
-            return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy()
+            return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy().astype(np.float64)
         scores = []
         for logits, features in self._forward(X):
             if rule == "msp":
@@ -387,7 +446,4 @@ class SubClusterDetector(BaseDeepDetector):
                 scores.append((log_p.exp() * log_p).sum(1) + math.log(logits.shape[1]))
             else:
                 scores.append(self._knn(features))
-        return torch.cat(scores).cpu().numpy()
-
-    def _score_tensor(self, X):
-        return self._score_with(self.score_type, X).astype(np.float64)
+        return torch.cat(scores).cpu().numpy().astype(np.float64)

@@ -77,7 +77,10 @@ def test_unchanged_subset_stops_training(contaminated_digits):
     detector = IterativeClusterAEDetector(n_components=1, epochs=100, reselect_every=10, random_state=0, device="cpu")
     detector.fit(X)
     assert detector.converged_ and detector.n_rounds_ == 2
-    assert len(detector.history_) == 20 and detector.selected_.all()
+    assert len(detector.history_) == 20
+    # Every sample trained on is selected; the held-out ones never are.
+    held_out = detector.validation_indices_
+    assert detector.selected_.sum() == len(X) - len(held_out) and not detector.selected_[held_out].any()
     # tol: a subset that moved by less than this share counts as unchanged.
     detector = IterativeClusterAEDetector(tol=0.99, **QUICK).fit(X)
     assert detector.converged_ and detector.n_rounds_ == 1 and len(detector.history_) == 10
@@ -134,7 +137,8 @@ def test_warns_and_starts_from_everything_when_no_cluster_is_found(contaminated_
     detector = IterativeClusterAEDetector(max_pair_distance=1e-6, **QUICK)
     with pytest.warns(UserWarning, match="no cluster"):
         detector.fit(X)
-    assert detector.selection_masks_[0].all() and (detector.initial_labels_ == -1).all()
+    trained = np.setdiff1d(np.arange(len(X)), detector.validation_indices_)
+    assert detector.selection_masks_[0][trained].all() and (detector.initial_labels_ == -1).all()
 
 
 def test_tabular_data_uses_tanh_and_the_squared_error(rng):
