@@ -1,13 +1,15 @@
 """Package-wide settings that are about the machine, not the model.
 
 They are not estimator parameters because they do not change what a detector
-learns, only where its data sits and how repeatable its arithmetic is; like
-scikit-learn's ``set_config`` / ``config_context`` they apply to every
-detector in the process (or the ``with`` block).
+learns, only where its data sits and how repeatable its arithmetic is. They
+apply to every detector in the process (or the ``with`` block), in every
+thread: torch's deterministic mode, which ``deterministic`` switches, is
+process-wide too.
 """
 
 import contextlib
-import threading
+
+import numpy as np
 
 _DEFAULTS = {
     # Scaled data up to this size is kept on the device for the whole of fit
@@ -19,13 +21,11 @@ _DEFAULTS = {
     "deterministic": False,
 }
 
-_local = threading.local()
+_CONFIG = dict(_DEFAULTS)
 
 
 def _config():
-    if not hasattr(_local, "config"):
-        _local.config = dict(_DEFAULTS)
-    return _local.config
+    return _CONFIG
 
 
 def get_config():
@@ -41,7 +41,7 @@ def get_config():
 
 
 def set_config(*, device_data_bytes=None, deterministic=None):
-    """Change package-wide settings (for this thread).
+    """Change package-wide settings (for the whole process).
 
     Parameters
     ----------
@@ -60,7 +60,7 @@ def set_config(*, device_data_bytes=None, deterministic=None):
     """
     config = _config()
     if device_data_bytes is not None:
-        if int(device_data_bytes) != device_data_bytes or device_data_bytes < 0:
+        if not isinstance(device_data_bytes, (int, np.integer)) or device_data_bytes < 0:
             raise ValueError(f"device_data_bytes must be a non-negative integer, got {device_data_bytes!r}.")
         config["device_data_bytes"] = int(device_data_bytes)
     if deterministic is not None:

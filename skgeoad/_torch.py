@@ -14,6 +14,8 @@ default on CUDA devices that support it):
   classifier's softmax and features, the autoencoder's reconstructions).
   Their outputs are cast to float32 (or the detector's float64) before
   anything is reduced.
+  The critic's gradient penalty in ADGAN's training is part of that
+  training pass.
 * **Never runs under bf16**: anything differentiated with respect to inputs
   or latent vectors, whose steps are far below bf16's resolution of ~0.4 %
   (ODIN's perturbation of 0.0014 and its logits / 1000; both ADGAN searches,
@@ -22,7 +24,10 @@ default on CUDA devices that support it):
   distances, k-NN similarities, clusterings and Gaussian mixtures.
 
 :func:`autocast` is the only way the detectors enter bf16, so a search for it
-finds every place the first list covers.
+finds every place the first list covers. "Full precision" is float32 as torch
+computes it: on NVIDIA GPUs cuDNN convolutions default to TF32 (10-bit
+mantissa, 8 times bf16's resolution), which torch's
+``torch.backends.cudnn.allow_tf32 = False`` turns off process-wide.
 """
 
 import contextlib

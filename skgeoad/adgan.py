@@ -288,7 +288,7 @@ class ADGANDetector(BaseDeepDetector):
                     with torch.no_grad():
                         fake = self.generator_(draw_latents(len(real)))
                     fake = fake.to(real.dtype)
-                    wasserstein = self.critic_(real).mean() - self.critic_(fake).mean()
+                    wasserstein = self.critic_(real).float().mean() - self.critic_(fake).float().mean()
                     loss = -wasserstein
                     if self.gan == "wgan-gp":
                         noise = torch.rand(len(real), generator=device_rng, device=self.device_, dtype=self._dtype)
@@ -304,7 +304,7 @@ class ADGANDetector(BaseDeepDetector):
                 step += 1
                 if step % self.n_critic == 0:
                     with autocast(self.device_, self.mixed_precision_):
-                        generator_loss = -self.critic_(self.generator_(draw_latents(len(real)))).mean()
+                        generator_loss = -self.critic_(self.generator_(draw_latents(len(real)))).float().mean()
                     g_optimizer.zero_grad(set_to_none=True)
                     generator_loss.float().backward()
                     g_optimizer.step()
@@ -363,8 +363,12 @@ class ADGANDetector(BaseDeepDetector):
         search = self._joint_search if self.search == "joint" else self._latent_search
         starts = range(0, n_pairs, per_chunk)
         for start in progress(starts, self.verbose, desc="latent search", unit="chunk"):
-            pairs = torch.arange(start, min(start + per_chunk, n_pairs), device=self.device_)
-            losses[pairs] = search(targets[pairs // n_seeds], self.latent_seeds_[pairs % n_seeds])
+            stop = min(start + per_chunk, n_pairs)
+            pairs = torch.arange(start, stop, device=self.device_)
+            # Each sample is read once (streamed data crosses to the device once), then repeated per seed.
+            first = start // n_seeds
+            samples = targets[first : (stop - 1) // n_seeds + 1]
+            losses[pairs] = search(samples[pairs // n_seeds - first], self.latent_seeds_[pairs % n_seeds])
         return -losses.view(len(X), n_seeds).mean(1).cpu().numpy().astype(np.float64)
 
     def _latent_search(self, targets, z):

@@ -32,6 +32,7 @@ quantile of the training scores, as in scikit-learn's outlier detectors:
 
 import copy
 import math
+import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
 
@@ -152,10 +153,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.mixed_precision_ = use_mixed_precision(self.mixed_precision, self.device_)
         self._check_representable(X)
-        self._learn_scaling(X)
         rng, generator = seed_generators(self.random_state)
         fit_rows, held_out = self._hold_out(len(X), rng)
         self.validation_indices_ = held_out
+        # Learned from the samples trained on only, so that the held-out ones
+        # are scaled as new data is.
+        self._learn_scaling(X if held_out is None else X[fit_rows])
         X_val = None
         if held_out is not None:
             per_sample = {key: np.asarray(v) for key, v in fit_params.items() if _per_sample(v, len(X))}
@@ -171,8 +174,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         # On training scores, the plain percentile flags exactly `contamination`
         # of the training data. Held-out samples are few (9 of 90 digits): the
         # plain percentile of n scores would flag (1 + (n - 1) c) / (n + 1)
-        # of new data on average, 18% for c = 10% and n = 9; the percentile at
-        # rank c (n + 1) ("weibull") is unbiased for any n.
+        # of new data on average, 18% for c = 10% and n = 9; the score at rank
+        # c (n + 1) ("weibull") flags c on average, as long as that rank is at
+        # least 1 (below, the lowest score is used: see _hold_out's warning).
         method = "linear" if X_val is None else "weibull"
         offsets = {rule: self._threshold(values, rule, method) for rule, values in scores.items()}
         if self._score_rules:
@@ -189,6 +193,15 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} of {n_samples} samples leaves fewer than 2 "
                 "to train on; pass more samples or validation_fraction=0."
+            )
+        if self.contamination * (n_held_out + 1) < 1:
+            warnings.warn(
+                f"Only {n_held_out} samples are held out to set the threshold: it is their lowest score, "
+                f"and flags about {1 / (n_held_out + 1):.0%} of new normal data rather than "
+                f"contamination={self.contamination}. Raise validation_fraction, pass more samples, "
+                "or set validation_fraction=0 (threshold from the training scores).",
+                UserWarning,
+                stacklevel=4,
             )
         order = rng.permutation(n_samples)
         return np.sort(order[n_held_out:]), np.sort(order[:n_held_out])
@@ -331,7 +344,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     def _check_representable(self, X):
         """Refuse values that the float32 arithmetic (scaling, images) would turn into inf."""
-        largest = float(np.max(np.abs(X))) if X.size else 0.0
+        largest = max(float(X.max()), -float(X.min())) if X.size else 0.0
         limit = float(np.finfo(np.float32).max)
         if largest > limit:
             raise ValueError(

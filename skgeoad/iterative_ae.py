@@ -343,7 +343,10 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         method = self.init
         if method == "auto":
             method = "distribution" if self.image_shape_ is not None else "gmm"
-        flat = inputs.whole().reshape(len(inputs), -1)
+        # On the device even when the data streams: distribution clustering
+        # compares every pair of samples, and the same arithmetic on either
+        # path keeps the initial subset (and so the model) the same.
+        flat = inputs.whole().to(self.device_).reshape(len(inputs), -1)
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if method == "distribution":
             labels = distribution_clustering(

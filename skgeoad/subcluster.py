@@ -300,18 +300,18 @@ class SubClusterDetector(BaseDeepDetector):
         self.embedding_ = self._fit_embedding(X, rng)
         self.clusters_, codes = self._find_clusters(X, cluster_labels, rng)
         self.cluster_labels_ = codes
+        validation = None
+        if X_val is not None:
+            codes_val = self._held_out_codes(X, codes, X_val, cluster_labels_val)
+            validation = (X_val, codes_val)
+            self.cluster_labels_ = self._on_all_samples(codes, -1)
+            self.cluster_labels_[self.validation_indices_] = codes_val
         if len(self.clusters_) == 1:
             # One sub-cluster leaves the classifier nothing to learn: score by
             # k-NN similarity in the PCA embedding instead.
             self.network_, self.history_ = None, []
         else:
             self.network_ = self._build_network(len(self.clusters_), generator)
-            validation = None
-            if X_val is not None:
-                codes_val = self._held_out_codes(X, codes, X_val, cluster_labels_val)
-                validation = (X_val, codes_val)
-                self.cluster_labels_ = self._on_all_samples(codes, -1)
-                self.cluster_labels_[self.validation_indices_] = codes_val
             self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator, validation)
         self.train_features_ = torch.cat([features for _, features in self._forward(X)])
         if X_val is not None:

@@ -320,3 +320,14 @@ def test_scores_that_overflow_are_an_error_not_nan(fitted, normal_digits):
 def test_a_diverging_optimiser_stops_fit_naming_the_epoch(name, normal_digits):
     with pytest.raises(FloatingPointError, match=r"at epoch \d+.*smaller learning_rate"):
         make(name, learning_rate=1e12, epochs=5).fit(normal_digits[0])
+
+
+def test_single_sub_cluster_labels_every_training_sample(normal_digits):
+    X_train = normal_digits[0]
+    detector = SubClusterDetector(n_clusters=1, device="cpu", random_state=0).fit(X_train)
+    assert detector.cluster_labels_.shape == (len(X_train),) and (detector.cluster_labels_ == 0).all()
+
+
+def test_too_few_held_out_samples_for_the_contamination_warns(normal_digits):
+    with pytest.warns(UserWarning, match="Only 2 samples are held out"):
+        make("icae", epochs=2, validation_fraction=0.1).fit(normal_digits[0][:20])
