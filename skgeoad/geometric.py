@@ -350,12 +350,19 @@ class GeometricTransformDetector(BaseDeepDetector):
         ``batch_size`` for images of 32x32 or more; up to four times that for
         smaller images, whose small tensors starve a CPU (measured on 8x8
         digits with WRN-10-4: passes of 576 inputs ran 1.4x faster than of 144,
-        passes of 2,016 slower again), and 8 batches for tabular rows.
+        passes of 2,016 slower again), and 8 batches for tabular rows. On a
+        GPU, at least 32 batches (4,096 inputs): a pass of one 32x32 image's 72
+        transformations leaves a GPU waiting on kernel launches, and 4,096
+        32x32 inputs of WRN-10-4 need a few hundred MiB of activations.
         """
         if self.image_shape_ is None:
-            return 8 * self.batch_size
-        height, width, _ = self.image_shape_
-        return self.batch_size * min(4, max(1, 1024 // (height * width)))
+            size = 8 * self.batch_size
+        else:
+            height, width, _ = self.image_shape_
+            size = self.batch_size * min(4, max(1, 1024 // (height * width)))
+        if self.device_.type != "cpu":
+            size = max(size, 32 * self.batch_size)
+        return size
 
     def _normality(self, log_p, rule):
         if rule == "simplified":
