@@ -1,7 +1,7 @@
 """float32 against bf16 autocast (the GPU's default), every detector and every score rule.
 
 Budget (defaults, CPU): Fashion-MNIST class 0 (T-shirt/top) as the normal
-class, 500 training images, 1,000 test images drawn stratified from the test
+class, 500 training images, 1,000 test images drawn at random from the test
 set (ADGAN: the first 200 of them, and ``n_seeds=8``: its search is the
 expensive part). GEOM runs WRN-10-1 (``widen_factor=1``, ~10x faster than
 the default WRN-10-4 on a CPU); everything else is at its defaults. Each
