@@ -154,7 +154,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.mixed_precision_ = use_mixed_precision(self.mixed_precision, self.device_)
         self._check_representable(X)
         rng, generator = seed_generators(self.random_state)
-        fit_rows, held_out = self._hold_out(len(X), rng)
+        fit_rows, held_out = self._hold_out(len(X), rng, self._split_labels(**fit_params))
         self.validation_indices_ = held_out
         # Learned from the samples trained on only, so that the held-out ones
         # are scaled as new data is.
@@ -184,8 +184,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.offset_ = offsets[self._score_rule()]
         return self
 
-    def _hold_out(self, n_samples, rng):
-        """``(fit_rows, held_out)`` sorted index arrays, or ``(None, None)`` without a split."""
+    def _split_labels(self, **fit_params):
+        """Labels the held-out share is stratified by (``None``: a plain random share)."""
+        return None
+
+    def _hold_out(self, n_samples, rng, labels=None):
+        """``(fit_rows, held_out)`` sorted index arrays, or ``(None, None)`` without a split.
+
+        With ``labels``, every label gets its share of the held-out samples
+        (a small sub-cluster is not left out of training by chance).
+        """
         if self.validation_fraction == 0:
             return None, None
         n_held_out = max(1, round(self.validation_fraction * n_samples))
@@ -204,7 +212,15 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 stacklevel=4,
             )
         order = rng.permutation(n_samples)
-        return np.sort(order[n_held_out:]), np.sort(order[:n_held_out])
+        if labels is None or len(np.unique(labels)) < 2:
+            return np.sort(order[n_held_out:]), np.sort(order[:n_held_out])
+        # Grouped by label, shuffled within; every (n / n_held_out)-th sample of that
+        # order is held out, so each label contributes in proportion to its size.
+        order = order[np.argsort(np.asarray(labels)[order], kind="stable")]
+        picks = (np.arange(n_held_out) * n_samples) // n_held_out + rng.integers(n_samples // n_held_out)
+        held_out = np.zeros(n_samples, dtype=bool)
+        held_out[order[picks]] = True
+        return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
     def _on_all_samples(self, values, fill):
         """Per-sample ``values`` of the samples trained on (last axis), spread over all the

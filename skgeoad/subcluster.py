@@ -241,7 +241,11 @@ class SubClusterDetector(BaseDeepDetector):
                     "cluster_labels must hold one label per sample, shape (n_samples,) or (n_samples, 1); "
                     f"got shape {cluster_labels.shape}."
                 )
+            check_consistent_length(X, cluster_labels)
         return super().fit(X, y, cluster_labels=cluster_labels)
+
+    def _split_labels(self, cluster_labels=None):
+        return cluster_labels
 
     # -- fitting -----------------------------------------------------------
 

@@ -331,3 +331,16 @@ def test_single_sub_cluster_labels_every_training_sample(normal_digits):
 def test_too_few_held_out_samples_for_the_contamination_warns(normal_digits):
     with pytest.warns(UserWarning, match="Only 2 samples are held out"):
         make("icae", epochs=2, validation_fraction=0.1).fit(normal_digits[0][:20])
+
+
+def test_held_out_share_is_stratified_by_cluster_labels(digits):
+    X_train, y_train, _, _ = digits
+    normal = np.flatnonzero(y_train < 3)
+    labels = y_train[normal]
+    detector = SubClusterDetector(epochs=1, validation_fraction=0.2, device="cpu", random_state=0)
+    detector.fit(X_train[normal], cluster_labels=labels)
+    held_out = np.bincount(labels[detector.validation_indices_], minlength=3)
+    expected = 0.2 * np.bincount(labels)
+    assert np.all(np.abs(held_out - expected) <= 1), (held_out, expected)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        detector.fit(X_train[normal], cluster_labels=labels[:-1])
