@@ -86,6 +86,19 @@ PART_TITLES = {
 GEOM_PAPER_AUROC_CLASS0 = 99.4
 
 
+# Data sizes: option name -> (full check, --tiny, what it sizes).
+_SIZES = {
+    "n_train": (2000, 100, "part 1 training images"),
+    "n_test": (2000, 200, "part 1 test images"),
+    "adgan_test": (256, 16, "part 1 ADGAN test images"),
+    "n_pickle": (200, 50, "part 2 images scored"),
+    "adgan_pickle": (32, 8, "part 2 ADGAN images scored"),
+    "full_train": (6000, 100, "part 3 training images"),
+    "full_test": (10000, 100, "part 3 test images"),
+    "n_memory": (60000, 500, "part 4 images scored"),
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -116,49 +129,21 @@ def parse_args(argv=None):
     parser.add_argument(
         "--seed", type=int, default=0, help="random_state of every detector and draw"
     )
-    parser.add_argument(
-        "--n-train", type=int, default=None, help="part 1 training images (2000; tiny 100)"
-    )
-    parser.add_argument(
-        "--n-test", type=int, default=None, help="part 1 test images (2000; tiny 200)"
-    )
-    parser.add_argument(
-        "--adgan-test", type=int, default=None, help="part 1 ADGAN test images (256; tiny 16)"
-    )
-    parser.add_argument(
-        "--n-pickle", type=int, default=None, help="part 2 images scored (200; tiny 50)"
-    )
-    parser.add_argument(
-        "--adgan-pickle", type=int, default=None, help="part 2 ADGAN images scored (32; tiny 8)"
-    )
+    for name, (full, tiny, what) in _SIZES.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=None,
+            help=f"{what} ({full}; tiny {tiny})",
+        )  # fmt: skip
     parser.add_argument(
         "--pickle-precision",
         choices=("fp32", "bf16", "both"),
         default="fp32",
         help="which part 1 fits part 2 pickles (default fp32)",
     )
-    parser.add_argument(
-        "--full-train", type=int, default=None, help="part 3 training images (6000; tiny 100)"
-    )
-    parser.add_argument(
-        "--full-test", type=int, default=None, help="part 3 test images (10000; tiny 100)"
-    )
-    parser.add_argument(
-        "--n-memory", type=int, default=None, help="part 4 images scored (60000; tiny 500)"
-    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    defaults = {
-        "budget": (450.0, 900.0),
-        "n_train": (2000, 100),
-        "n_test": (2000, 200),
-        "adgan_test": (256, 16),
-        "n_pickle": (200, 50),
-        "adgan_pickle": (32, 8),
-        "full_train": (6000, 100),
-        "full_test": (10000, 100),
-        "n_memory": (60000, 500),
-    }
+    defaults = {"budget": (450.0, 900.0)}
+    defaults.update({name: (full, tiny) for name, (full, tiny, _) in _SIZES.items()})
     for name, (full, tiny) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, tiny if args.tiny else full)

@@ -97,21 +97,9 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         Adam's step size.
     image_shape : None, "tabular", (H, W) or (H, W, C), default=None
         How to read flat rows (see :class:`GeometricTransformDetector`).
-    contamination : float in (0, 0.5], default=0.1
-        Share of new normal samples that ``predict`` should flag as outliers
-        (the expected share of outliers in the training data): ``offset_`` is
-        this quantile of the scores of the held-out training samples (see
-        ``validation_fraction``).
-    validation_fraction : float in [0, 1), default=0.1
-        Share of the training samples held out of training: the model scores
-        them as it scores new data, so the threshold ``offset_`` set from
-        their scores flags about ``contamination`` of new normal data
-        (training scores are optimistic: a threshold taken from them flags
-        far fewer). Their loss is recorded per epoch in ``history_``
-        (``validation_loss``). ``0`` trains on every sample and sets
-        ``offset_`` from the training scores, as scikit-learn's outlier
-        detectors do: ``predict`` then flags exactly ``contamination`` of the
-        training data itself, and fewer than that of new data.
+    contamination, validation_fraction
+        As in :class:`GeometricTransformDetector`: ``offset_`` is the
+        ``contamination`` quantile of the held-out samples' scores.
     device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` picks CUDA when available, else the CPU.
     mixed_precision : "auto" or bool, default="auto"
