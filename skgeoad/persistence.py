@@ -384,7 +384,9 @@ class _Reader:
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            raise ModelFileError(f"{where} ({name}) cannot be rebuilt from the file: {error}") from None
+            message = str(error)
+            message = message if len(message) < 1000 else message[:1000] + " ..."
+            raise ModelFileError(f"{where} ({name}) cannot be rebuilt from the file: {message}") from None
         left = [key for key, tensor in (*module.named_parameters(), *module.named_buffers()) if tensor.is_meta]
         if left:
             raise ModelFileError(f"{where} ({name}) has tensors the file does not hold: {left}.")
@@ -555,15 +557,17 @@ def _what_it_is(path, error):
     try:
         if isinstance(path, (str, os.PathLike)):
             with open(path, "rb") as file:
-                head = file.read(4)
+                head = file.read(8)
         else:
             path.seek(0)
-            head = path.read(4)
+            head = path.read(8)
     except OSError:
         head = b""
-    if head[:1] == b"\x80" or head[:2] in (b"x\x9c", b"x\x01", b"x\xda") or head[:3] == b"\x1f\x8b\x08":
+    zlib = len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
+    # Pickle protocols 2-5, and the zlib, gzip, bz2, xz and lzma wrappers of joblib.dump(compress=...).
+    if head[:1] == b"\x80" or zlib or head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00")):
         return (
-            "it looks like a pickle or joblib file. skgeoad.load never unpickles (a pickle runs "
+            "it looks like a pickle or joblib file (perhaps compressed). skgeoad.load never unpickles (a pickle runs "
             "code when loaded); load it with joblib.load only if you trust where it came from, "
             "then skgeoad.save it."
         )

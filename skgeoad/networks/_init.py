@@ -41,8 +41,8 @@ def records_arguments(cls):
 
     ``init_arguments`` maps each constructor parameter (defaults filled in) to
     its value, so that :func:`skgeoad.save` can store the architecture as
-    data and :func:`skgeoad.load` rebuild it without pickling the module. A
-    ``torch.Generator`` argument is left out: it only draws initial weights,
+    data and :func:`skgeoad.load` rebuild it without pickling the module. An
+    argument named ``generator`` is left out: it only draws initial weights,
     which the saved state replaces.
 
     Examples
@@ -62,9 +62,7 @@ def records_arguments(cls):
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
             arguments = list(bound.arguments.items())[1:]
-            self.init_arguments = {
-                name: value for name, value in arguments if not isinstance(value, torch.Generator)
-            }
+            self.init_arguments = {name: value for name, value in arguments if name != "generator"}
 
     cls.__init__ = __init__
     return cls
