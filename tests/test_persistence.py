@@ -438,3 +438,19 @@ def test_the_committed_reference_model_keeps_loading_and_scoring():
             detector.decision_function(X_rows), expected[rule]["decision_function"], rtol=0, atol=1e-5 * scale
         )
         np.testing.assert_array_equal(detector.predict(X_rows), expected[rule]["predict"])
+
+
+def test_the_user_guide_example_runs():
+    """The doctest in docs/user_guide.rst's "Saving and loading" section."""
+    import doctest
+
+    guide = (Path(__file__).parents[1] / "docs" / "user_guide.rst").read_text()
+    start = guide.index("Saving and loading\n---")
+    section = guide[start : guide.index("\n---", start + 30)]
+    test = doctest.DocTestParser().get_doctest(section, {}, "user_guide: Saving and loading", None, 0)
+    assert len(test.examples) >= 8
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
