@@ -116,7 +116,7 @@ class _Writer:
         """JSON for ``value``; ``where`` names it in errors (``network_``, ``history_[0]``...)."""
         if value is None or isinstance(value, (bool, str)):
             return value
-        if isinstance(value, int) and type(value) is int:
+        if type(value) is int:
             return value
         if type(value) is float:
             return value if math.isfinite(value) else {"__float__": repr(value)}
@@ -170,6 +170,14 @@ class _Writer:
                 "requires_grad": tensor.requires_grad}  # fmt: skip
 
     def _module(self, module, where):
+        return {
+            **self._architecture(module, where),
+            "state": {key: self._tensor(value) for key, value in module.state_dict().items()},
+            "training": [key for key, sub in module.named_modules() if sub.training],
+        }
+
+    def _architecture(self, module, where):
+        """The module's class and constructor arguments."""
         name = f"{type(module).__module__}.{type(module).__qualname__}"
         if name not in _modules():
             raise TypeError(
@@ -181,12 +189,15 @@ class _Writer:
                 f"{where} ({name}) does not record its constructor arguments (it was unpickled from "
                 "an older skgeoad?); refit the detector with this version to save it."
             )
-        return {
-            "__module__": name,
-            "arguments": {key: self.encode(value, f"{where}.{key}") for key, value in module.init_arguments.items()},
-            "state": {key: self._tensor(value) for key, value in module.state_dict().items()},
-            "training": [key for key, sub in module.named_modules() if sub.training],
-        }
+        arguments = {}
+        for key, value in module.init_arguments.items():
+            if isinstance(value, torch.nn.Module):
+                # A sub-module passed to the constructor (ADGAN's MLP critic wraps an MLP): its
+                # architecture only, its weights are in this module's state.
+                arguments[key] = self._architecture(value, f"{where}.{key}")
+            else:
+                arguments[key] = self.encode(value, f"{where}.{key}")
+        return {"__module__": name, "arguments": arguments}
 
 
 def save(detector, path):
@@ -301,7 +312,12 @@ class _Reader:
         if dtype.hasobject:
             raise ModelFileError(f"{where} claims an object array, which skgeoad never writes.")
         try:
-            data = self.archive.read(name)
+            info = self.archive.getinfo(name)
+            # Arrays are stored uncompressed, so reading them never takes more memory than the
+            # file's size on disk (a compressed entry could expand to any size).
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ModelFileError(f"The array of {where} ({name}) is compressed; skgeoad stores arrays as they are.")
+            data = self.archive.read(info)
         except KeyError:
             raise ModelFileError(f"The array of {where} ({name}) is missing from the file.") from None
         except (zipfile.BadZipFile, OSError, EOFError) as error:
@@ -370,15 +386,24 @@ class _Reader:
             return self._module(value, where)
         raise ModelFileError(f"{where} is described by a {tag!r} entry, which this reader does not know.")
 
-    def _module(self, value, where):
+    def _module(self, value, where, argument=False):
+        """A network rebuilt on the meta device and filled with its saved state (``argument``:
+        a constructor argument of another network, whose state fills it)."""
         name = value["__module__"]
         cls = _modules().get(name)
         if cls is None:
             raise ModelFileError(f"{where} names the module {name!r}, which is not one of skgeoad's networks.")
         try:
-            arguments = {key: self.decode(item, f"{where}.{key}") for key, item in value["arguments"].items()}
+            arguments = {
+                key: self._module(item, f"{where}.{key}", argument=True)
+                if isinstance(item, dict) and "__module__" in item
+                else self.decode(item, f"{where}.{key}")
+                for key, item in value["arguments"].items()
+            }
             with torch.device("meta"):
                 module = cls(**arguments)
+            if argument:
+                return module
             state = {key: self._tensor(ref, f"{where}.{key}") for key, ref in value["state"].items()}
             module.load_state_dict(state, strict=True, assign=True)
         except ModelFileError:

@@ -255,10 +255,10 @@ class _Exploit:
         return (Path.touch, (Path(self.target),))
 
 
-def rewrite(path, edit_manifest=None, drop=(), replace=None):
+def rewrite(path, edit_manifest=None, drop=(), replace=None, compression=zipfile.ZIP_STORED):
     """Copy of the model file at ``path`` with its manifest edited and entries dropped or replaced."""
     out = path.with_name("edited-" + path.name)
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w") as target:
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", compression) as target:
         for info in source.infolist():
             if info.filename in drop:
                 continue
@@ -345,6 +345,8 @@ def test_missing_misshaped_and_object_arrays_are_refused(model_path):
     np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ModelFileError, match="alpha_.*not a valid .npy"):
         load(rewrite(model_path, replace={alpha: buffer.getvalue()}))
+    with pytest.raises(ModelFileError, match="validation_indices_.*is compressed"):
+        load(rewrite(model_path, compression=zipfile.ZIP_DEFLATED))  # a zip bomb would be
     weight = manifest["fitted"]["network_"]["state"]["fc.weight"]["file"]
     with pytest.raises(ModelFileError, match="network_.fc.weight.*is missing"):
         load(rewrite(model_path, drop={weight}))
