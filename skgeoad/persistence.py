@@ -456,7 +456,8 @@ def load(path, device=None):
     -----
     SavedVersionWarning
         When the file was written with other skgeoad, torch or scikit-learn
-        versions than those installed.
+        releases than those installed (torch's build label, ``+cu126``
+        against ``+cpu``, is not a difference).
     UserWarning
         When the model was fitted on a device this machine lacks and
         ``device=None`` (it loads on the CPU).
@@ -562,8 +563,15 @@ def _read_manifest(archive, path):
 def _warn_on_versions(saved):
     saved = saved if isinstance(saved, dict) else {}
     here = _versions()
+
+    def release(version):
+        # torch's local build label (2.13.0+cu126 against +cpu) is the same release: a model
+        # fitted on a GPU box and served from a CPU one should not warn for it.
+        return str(version).split("+")[0]
+
     differ = [f"{name} {saved.get(name, 'unknown')} (here {here[name]})"
-              for name in ("skgeoad", "torch", "scikit-learn") if saved.get(name) != here[name]]  # fmt: skip
+              for name in ("skgeoad", "torch", "scikit-learn")
+              if release(saved.get(name)) != release(here[name])]  # fmt: skip
     if differ:
         warnings.warn(
             "This model was saved with " + ", ".join(differ) + "; it loads, but scores may differ "

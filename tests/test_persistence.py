@@ -224,6 +224,19 @@ def test_parameters_are_stored_faithfully_or_refused_naming_them(fitted, data, t
         save(detector, tmp_path / "model.skgeoad")
 
 
+def test_feature_names_of_a_dataframe_are_kept(data):
+    pd = pytest.importorskip("pandas")
+    X_train, X_test = data
+    columns = [f"pixel_{i}" for i in range(X_train.shape[1])]
+    detector = make("subcluster", n_clusters=1, validation_fraction=0).fit(pd.DataFrame(X_train, columns=columns))
+    loaded = round_trip(detector)
+    assert_same(loaded.feature_names_in_, detector.feature_names_in_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names"
+        scores = loaded.score_samples(pd.DataFrame(X_test, columns=columns))
+    np.testing.assert_array_equal(scores, detector.score_samples(pd.DataFrame(X_test, columns=columns)))
+
+
 def test_paths_and_file_objects(fitted, data, tmp_path):
     detector, X_test = fitted["adgan"], data[1]
     path = tmp_path / "model.skgeoad"
@@ -368,6 +381,11 @@ def test_other_versions_warn_but_load(model_path, data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(model_path)  # same versions: silent
+
+        def other_build(manifest):
+            manifest["versions"]["torch"] = torch.__version__.split("+")[0] + "+cu126"
+
+        load(rewrite(model_path, other_build))  # the same torch release, built for CUDA: silent
 
 
 # -- devices ------------------------------------------------------------------
