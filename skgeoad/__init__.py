@@ -4,6 +4,7 @@ from ._config import config_context, get_config, set_config
 from .adgan import ADGANDetector
 from .geometric import GeometricTransformDetector
 from .iterative_ae import IterativeClusterAEDetector
+from .persistence import load, save
 from .subcluster import SubClusterDetector
 
 __version__ = "0.1.0"
@@ -16,5 +17,7 @@ __all__ = [
     "__version__",
     "config_context",
     "get_config",
+    "load",
+    "save",
     "set_config",
 ]

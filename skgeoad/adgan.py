@@ -11,6 +11,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
+from .networks._init import records_arguments
 from .networks.dcgan import dcgan_side
 
 #: Generator copies (parameter values) held at once by the joint search,
@@ -434,6 +435,7 @@ def _squared_error(images, targets):
     return ((images - targets) ** 2).flatten(1).sum(1)
 
 
+@records_arguments
 class _Critic(torch.nn.Module):
     """An MLP critic with a scalar output per sample."""
 

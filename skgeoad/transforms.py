@@ -21,6 +21,8 @@ import itertools
 import torch
 from torch import nn
 
+from .networks._init import records_arguments
+
 #: Which factors each named set of image transformations combines.
 TRANSFORMATION_SETS = {
     "all": ("flip", "translate", "rotate"),
@@ -41,6 +43,7 @@ def _symmetric_index(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * size - 1 - index, index)
 
 
+@records_arguments
 class GeometricTransformations(nn.Module):
     """Flips, translations and 90-degree rotations of images as index tables.
 
@@ -147,6 +150,7 @@ class GeometricTransformations(nn.Module):
         return out.reshape(n * self.n_transforms, channels, self.height, self.width)
 
 
+@records_arguments
 class AffineTransformations(nn.Module):
     """GOAD's random affine maps for tabular data: ``T_m(x) = x W_m``.
 

@@ -1,5 +1,8 @@
-"""Weight initialisation shared by the networks, driven by an explicit generator."""
+"""Weight initialisation shared by the networks, driven by an explicit generator, and the
+record of each network's constructor arguments that :mod:`skgeoad.persistence` rebuilds it from."""
 
+import functools
+import inspect
 import math
 
 import torch
@@ -31,6 +34,38 @@ def init_weights_(module: nn.Module, generator: torch.Generator | None = None) -
                 layer.bias.zero_()
         elif isinstance(layer, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
             layer.reset_parameters()
+
+
+def records_arguments(cls):
+    """Class decorator: an instance keeps the arguments it was built with in ``init_arguments``.
+
+    ``init_arguments`` maps each constructor parameter (defaults filled in) to
+    its value, so that :func:`skgeoad.save` can store the architecture as
+    data and :func:`skgeoad.load` rebuild it without pickling the module. An
+    argument named ``generator`` is left out: it only draws initial weights,
+    which the saved state replaces.
+
+    Examples
+    --------
+    >>> from skgeoad.networks import MLP
+    >>> MLP(20, 4, hidden_sizes=(8,)).init_arguments
+    {'in_features': 20, 'num_outputs': 4, 'hidden_sizes': (8,), 'batch_norm': True}
+    """
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        # Only the class decorated last in the hierarchy records (a subclass's own arguments).
+        if type(self).__init__ is __init__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = list(bound.arguments.items())[1:]
+            self.init_arguments = {name: value for name, value in arguments if name != "generator"}
+
+    cls.__init__ = __init__
+    return cls
 
 
 class FeatureClassifier(nn.Module):

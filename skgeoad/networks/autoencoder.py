@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._init import init_weights_
+from ._init import init_weights_, records_arguments
 
 #: Output layers: ``"sigmoid"`` for inputs in [0, 1] (pixel intensities),
 #: ``"linear"`` for unbounded (standardised) features.
@@ -54,6 +54,7 @@ def _dense_stack(widths: Sequence[int], activation: str) -> list[nn.Module]:
     return layers
 
 
+@records_arguments
 class MLPAutoencoder(Autoencoder):
     """Fully connected encoder ``in_features -> hidden_sizes`` and its mirror image.
 
@@ -99,6 +100,7 @@ class MLPAutoencoder(Autoencoder):
         self.decoder = nn.Sequential(*decoder, _output_layer(output))
 
 
+@records_arguments
 class ConvAutoencoder(Autoencoder):
     """Strided-convolution encoder to a dense code, transposed-convolution decoder.
 

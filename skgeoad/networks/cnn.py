@@ -3,9 +3,10 @@
 import torch
 from torch import nn
 
-from ._init import AdaptiveMeanPool2d, FeatureClassifier
+from ._init import AdaptiveMeanPool2d, FeatureClassifier, records_arguments
 
 
+@records_arguments
 class SmallCNN(FeatureClassifier):
     """Two convolutional and two fully connected layers (Lee & Lee's MNIST network).
 

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from ._init import init_weights_
+from ._init import init_weights_, records_arguments
 
 
 def dcgan_side(height: int, width: int) -> int:
@@ -20,6 +20,7 @@ def _stages(image_size: int) -> int:
     return stages
 
 
+@records_arguments
 class DCGANGenerator(nn.Module):
     """DCGAN generator: a linear map to 4x4 feature maps, then stride-2 transposed convolutions.
 
@@ -65,6 +66,7 @@ class DCGANGenerator(nn.Module):
         return self.body(self.unflatten(self.project(z)))
 
 
+@records_arguments
 class DCGANCritic(nn.Module):
     """DCGAN critic: stride-2 convolutions down to 4x4, then a linear score.
 

@@ -5,9 +5,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._init import FeatureClassifier
+from ._init import FeatureClassifier, records_arguments
 
 
+@records_arguments
 class MLP(FeatureClassifier):
     """``[Linear - BatchNorm - ReLU] * len(hidden_sizes)`` followed by a linear head.
 

@@ -11,7 +11,7 @@ so any input size works: a 32x32 image ends on an 8x8 map as in the paper, an
 import torch
 from torch import nn
 
-from ._init import FeatureClassifier
+from ._init import FeatureClassifier, records_arguments
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -46,6 +46,7 @@ class PreActBlock(nn.Module):
         return x + shortcut
 
 
+@records_arguments
 class WideResNet(FeatureClassifier):
     """WRN-``depth``-``widen_factor`` classifier for images of any size.
 
