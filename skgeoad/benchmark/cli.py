@@ -8,19 +8,22 @@ way argparse reports its own, one line on stderr and exit status 2.
 
 import argparse
 import ast
+import importlib.util
 import json
 import pickle
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from .cluster import CLUSTER_BACKENDS, connect
 from .peers import DETECTORS, _did_you_mean, check_installed, make_detector
 from .protocols import DATASETS, PROTOCOLS, load_rows, make_tasks, stratified_subset
 from .report import format_tables, plot_results, write_results
-from .runner import run_all
+from .runner import count_workers, run_all
 
 #: What identifies a run in ``results.json``: ``--resume`` skips these.
 _RUN_ID = ("dataset", "protocol", "key", "detector", "seed")
@@ -165,8 +168,11 @@ def _check_options(args):
         )
     if args.protocol != "multi-normal" and args.anomaly_classes is not None:
         raise UsageError("--anomaly-classes applies to --protocol multi-normal only")
-    if args.scheduler is not None and args.backend not in ("dask", "ray"):
+    if args.scheduler is not None and args.backend not in CLUSTER_BACKENDS:
         raise UsageError("--scheduler needs --backend dask or ray")
+    module = {"dask": "distributed", "ray": "ray"}.get(args.backend)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise UsageError(_missing_backend(args.backend, module))
     if args.data_home is not None and not Path(args.data_home).is_dir():
         raise UsageError(f"--data-home {args.data_home}: no such folder")
 
@@ -337,29 +343,24 @@ def _plan(args):
     return settings, records, jobs
 
 
-def _connect_cluster(backend, scheduler):
-    """Register joblib's dask or ray backend; return the client to keep alive."""
+def _connect(args, n_workers, stack):
+    """Enter :func:`connect` on ``stack`` for ``--backend`` / ``--scheduler``; errors as usage errors."""
     try:
-        if backend == "dask":
-            from dask.distributed import Client
-
-            return Client(scheduler) if scheduler else Client()
-        if backend == "ray":
-            import ray
-            from ray.util.joblib import register_ray
-
-            register_ray()
-            ray.init(address=scheduler)
-            return ray
+        return stack.enter_context(connect(args.backend, args.scheduler, n_workers=n_workers))
     except ImportError as exc:
-        raise UsageError(
-            f"--backend {backend} needs {exc.name}: pip install 'dask[distributed]' or 'ray'"
-        ) from None
-    except (OSError, TimeoutError, ValueError) as exc:  # an address that answers nothing
-        raise UsageError(
-            f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())})"
-        ) from None
-    return None
+        raise UsageError(_missing_backend(args.backend, exc.name)) from None
+    except (OSError, RuntimeError, ValueError) as exc:  # an address that answers nothing
+        what = (
+            f"--scheduler {args.scheduler}: cannot connect"
+            if args.scheduler
+            else f"--backend {args.backend}: cannot start a local cluster"
+        )
+        raise UsageError(f"{what} ({' '.join(str(exc).split())})") from None
+
+
+def _missing_backend(backend, module):
+    extra = "dask[distributed]" if backend == "dask" else "ray"
+    return f"--backend {backend} needs {module}: pip install '{extra}' (or 'skgeoad[{backend}]')"
 
 
 def main(argv=None):
@@ -373,10 +374,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         settings, records, jobs = _plan(args)
-        client = _connect_cluster(args.backend, args.scheduler)
     except UsageError as exc:
         parser.error(str(exc))
+    with ExitStack() as cluster:  # closed however the runs end, Ctrl-C included
+        if jobs:
+            try:
+                _connect(args, count_workers(args.n_jobs, len(jobs)), cluster)
+            except UsageError as exc:
+                parser.error(str(exc))
+        return _run(args, settings, records, jobs)
 
+
+def _run(args, settings, records, jobs):
+    """Run ``jobs``, writing results as they come; return the exit status."""
     budget = {
         "datasets": args.dataset, "protocol": args.protocol, "classes": args.classes,
         "max_train": args.max_train, "n_test": args.n_test, "seeds": args.seeds,
@@ -412,5 +422,4 @@ def main(argv=None):
         f"wall time: {wall:.0f} s; results in {out}/"
         + (f" (figure: {figure.name})" if figure else "")
     )
-    del client
     return 1 if any("error" in r for r in records) else 0
