@@ -21,7 +21,7 @@ import numpy as np
 
 from .cluster import CLUSTER_BACKENDS, connect
 from .peers import DETECTORS, _did_you_mean, check_installed, make_detector
-from .protocols import DATASETS, PROTOCOLS, load_rows, make_tasks, stratified_subset
+from .protocols import DATASETS, PROTOCOLS, is_path, load_rows, make_tasks, stratified_subset
 from .report import format_tables, plot_results, write_results
 from .runner import count_workers, run_all
 
@@ -93,15 +93,34 @@ def _names(choices, what):
     return parse
 
 
-def _class_ids(text):
-    """An argparse type: comma-separated integer class ids."""
-    ids = _comma_list(text, "class ids")
+def _class_list(text):
+    """An argparse type: comma-separated classes, integers or names (class folders)."""
+    names = _comma_list(text, "classes")
+    return [int(name) if name.lstrip("-").isdigit() else name for name in names]
+
+
+def _datasets(text):
+    """An argparse type: comma-separated known data sets or paths of your own data."""
+    names = _comma_list(text, "data set names")
+    for name in names:
+        if not is_path(name) and name not in DATASETS:
+            raise argparse.ArgumentTypeError(
+                f"unknown data set {name!r}{_did_you_mean(name, DATASETS)}; choose from "
+                f"{', '.join(sorted(DATASETS))}, or give the path of a .npz file or of a folder "
+                "of images (one sub-folder per class)"
+            )
+    return names
+
+
+def _image_shape(text):
+    """An argparse type: ``HxW`` or ``HxWxC``."""
     try:
-        return [int(item) for item in ids]
+        shape = tuple(int(side) for side in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integer class ids, got {text!r}"
-        ) from None
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}")
+    return shape
 
 
 def build_parser():
@@ -118,15 +137,22 @@ def build_parser():
         ),
     )
     # fmt: off
-    parser.add_argument("--dataset", default="digits", type=_names(DATASETS, "data set"),
-                        help=f"comma-separated, from {sorted(DATASETS)} (default: digits)")
+    parser.add_argument("--dataset", default=["digits"], type=_datasets,
+                        help=f"comma-separated, from {sorted(DATASETS)}, or paths of your own data: "
+                             "a .npz file (X_train, y_train, X_test, y_test or X, y) or a folder of "
+                             "images with one sub-folder per class (default: digits)")
+    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]",
+                        help="your own data: flat .npz rows are images of this shape; a folder's "
+                             "images are resized to it (C=1 grey, C=3 RGB; default: the most "
+                             "common size, RGB if any image has colour)")
     parser.add_argument("--data-home", default=None, help="folder with the data sets' files ($SKGEOAD_DATA)")
     parser.add_argument("--protocol", default="one-vs-all", choices=PROTOCOLS)
     parser.add_argument("--detectors", default="geometric,iforest,ocsvm",
                         type=_names(DETECTORS, "detector"),
                         help=f"comma-separated, from {sorted(DETECTORS)}")
-    parser.add_argument("--classes", type=_class_ids, default=None,
-                        help="normal classes to try, comma-separated (default: all; not multi-normal)")
+    parser.add_argument("--classes", type=_class_list, default=None,
+                        help="normal classes to try, comma-separated ids or class-folder names "
+                             "(default: all; not multi-normal)")
     parser.add_argument("--max-train", type=_integer(1), default=None,
                         help="training images per normal class (fixed-seed subsample)")
     parser.add_argument("--n-test", type=_integer(1), default=None,
@@ -135,7 +161,7 @@ def build_parser():
     parser.add_argument("--contamination", type=_fraction, default=0.05,
                         help="contaminated protocol: share of anomalies in training, in [0, 1) "
                              "(default 0.05)")
-    parser.add_argument("--anomaly-classes", type=_class_ids, default=None,
+    parser.add_argument("--anomaly-classes", type=_class_list, default=None,
                         help="multi-normal protocol: the anomaly classes (default: upper half)")
     parser.add_argument("--max-normal-classes", type=_integer(1), default=5,
                         help="multi-normal protocol: k = 1..N normal classes (default 5)")
@@ -175,6 +201,8 @@ def _check_options(args):
         raise UsageError(_missing_backend(args.backend, module))
     if args.data_home is not None and not Path(args.data_home).is_dir():
         raise UsageError(f"--data-home {args.data_home}: no such folder")
+    if args.image_shape is not None and not any(is_path(name) for name in args.dataset):
+        raise UsageError("--image-shape applies to your own data (--dataset PATH) only")
 
 
 def _literal(text):
@@ -269,29 +297,34 @@ def _check_writable(out):
 # -- checks against the data ----------------------------------------------------
 
 
-def _load(dataset, data_home):
+def _load(dataset, args):
     try:
-        return load_rows(dataset, data_home)
+        return load_rows(dataset, args.data_home, image_shape=args.image_shape, return_shape=True)
     except (OSError, ImportError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the loader wrote
-        raise UsageError(f"--dataset {dataset}: {message}") from None
+        # Your own data's errors start with the path already.
+        flag = "--dataset" if message.startswith(dataset) else f"--dataset {dataset}"
+        raise UsageError(f"{flag}: {message}") from None
 
 
-def _check_classes(flag, classes, labels, dataset):
-    missing = [c for c in classes if c not in labels]
+def _resolve_classes(flag, classes, labels, dataset):
+    """The labels ``classes`` name (``3`` or ``"3"`` for a folder named 3); a missing one is a mistake."""
+    by_name = {str(label): label for label in labels}
+    missing = [c for c in classes if str(c) not in by_name]
     if missing:
         raise UsageError(
             f"{flag}: {dataset} has no class {', '.join(map(str, missing))}; "
             f"its classes are {', '.join(map(str, labels))}"
         )
+    return None if classes is None else [by_name[str(c)] for c in classes]
 
 
 def _tasks(dataset, args):
     """The tasks of ``args.protocol`` on ``dataset``, every class and count checked first."""
-    X_train, y_train, X_test, y_test = _load(dataset, args.data_home)
-    labels = sorted(int(c) for c in np.unique(y_train))
-    _check_classes("--classes", args.classes or [], labels, dataset)
-    _check_classes("--anomaly-classes", args.anomaly_classes or [], labels, dataset)
+    X_train, y_train, X_test, y_test, image_shape = _load(dataset, args)
+    labels = np.unique(y_train).tolist()
+    classes = _resolve_classes("--classes", args.classes or [], labels, dataset) or None
+    anomaly_classes = _resolve_classes("--anomaly-classes", args.anomaly_classes or [], labels, dataset) or None
     n_classes = len(np.unique(y_test))
     if args.n_test is not None and args.n_test < n_classes:
         raise UsageError(
@@ -302,8 +335,9 @@ def _tasks(dataset, args):
     try:
         return make_tasks(
             dataset, args.protocol, X_train, y_train, X_test[kept], y_test[kept],
-            classes=args.classes, max_train=args.max_train, contamination=args.contamination,
-            anomaly_classes=args.anomaly_classes, max_normal_classes=args.max_normal_classes,
+            classes=classes, max_train=args.max_train, contamination=args.contamination,
+            anomaly_classes=anomaly_classes, max_normal_classes=args.max_normal_classes,
+            image_shape=image_shape,
         )  # fmt: skip
     except ValueError as exc:  # a split the data cannot give, e.g. too much contamination
         raise UsageError(f"--protocol {args.protocol} on {dataset}: {exc}") from None

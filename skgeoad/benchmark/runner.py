@@ -65,10 +65,13 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             torch.set_num_threads(n_threads)
         with threadpool_limits(n_threads):
             estimator = seeded(detector, seed)
-            device = estimator.get_params(deep=False).get("device")
+            params = estimator.get_params(deep=False)
+            device = params.get("device")
             moved = assign_device(device, worker_slot(gpu_turn), gpu_count() if gpu_turn is not None else 0)
             if moved != device:
                 estimator.set_params(device=moved)
+            if task.image_shape is not None and "image_shape" in params and params["image_shape"] is None:
+                estimator.set_params(image_shape=tuple(task.image_shape))  # rows of your own images
             record["params"] = {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
