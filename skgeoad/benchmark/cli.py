@@ -303,7 +303,8 @@ def _load(dataset, args):
     except (OSError, ImportError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the loader wrote
         # Your own data's errors start with the path already.
-        flag = "--dataset" if message.startswith(dataset) else f"--dataset {dataset}"
+        named = is_path(dataset) and message.startswith(str(Path(dataset)))
+        flag = "--dataset" if named else f"--dataset {dataset}"
         raise UsageError(f"{flag}: {message}") from None
 
 
