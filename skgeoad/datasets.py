@@ -403,7 +403,8 @@ def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_class
 
 #: Files of a class folder read as images (case ignored); other files are left alone.
 IMAGE_EXTENSIONS = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm",
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".pgm", ".ppm", ".pbm", ".pnm",
 )  # fmt: skip
 
 #: Pillow modes of one channel: an image in another mode is colour unless its channels are equal.
@@ -454,10 +455,14 @@ def load_dataset(path, *, image_shape=None, test_size=0.5, random_state=0):
     """
     path = Path(path)
     if path.is_dir():
-        return load_image_folder(path, image_shape=image_shape, test_size=test_size, random_state=random_state)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (expected a .npz file or a folder of images).")
-    return load_npz(path, image_shape=image_shape, test_size=test_size, random_state=random_state)
+        loader = load_image_folder
+    elif path.exists():
+        loader = load_npz
+    else:
+        raise FileNotFoundError(
+            f"{path}: no such file or folder (expected a .npz file or a folder of images)."
+        )
+    return loader(path, image_shape=image_shape, test_size=test_size, random_state=random_state)
 
 
 def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
@@ -513,7 +518,9 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
             raise
         raise ValueError(f"{path}: not a NumPy .npz file ({' '.join(str(exc).split())}).") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz file of named arrays (numpy.savez).")
+        raise ValueError(
+            f"{path}: a single .npy array, not an .npz file of named arrays (numpy.savez)."
+        )
     with archive:
         keys = set(archive.files)
         wanted = _SPLIT_KEYS if keys & set(_SPLIT_KEYS) or not keys & {"X", "y"} else ("X", "y")
@@ -527,11 +534,16 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
     if wanted == ("X", "y"):
         X, y = _check_pair(arrays["X"], arrays["y"], "X", "y", path, image_shape)
         return _split(X, y, test_size, random_state, path)
-    X_train, y_train = _check_pair(arrays["X_train"], arrays["y_train"], "X_train", "y_train", path, image_shape)
-    X_test, y_test = _check_pair(arrays["X_test"], arrays["y_test"], "X_test", "y_test", path, image_shape)
+    X_train, y_train = _check_pair(
+        arrays["X_train"], arrays["y_train"], "X_train", "y_train", path, image_shape
+    )
+    X_test, y_test = _check_pair(
+        arrays["X_test"], arrays["y_test"], "X_test", "y_test", path, image_shape
+    )
     if X_train.shape[1:] != X_test.shape[1:]:
         raise ValueError(
-            f"{path}: X_train holds samples of shape {X_train.shape[1:]} but X_test of shape {X_test.shape[1:]}."
+            f"{path}: X_train holds samples of shape {X_train.shape[1:]} "
+            f"but X_test of shape {X_test.shape[1:]}."
         )
     _check_two_classes(y_test, "y_test", path, "the test set needs normal and anomalous samples")
     return X_train, y_train, X_test, y_test
@@ -595,7 +607,9 @@ def _class_labels(y, name, path):
             return y.astype(np.int64)
         example = y[y != np.round(y)][0]
         raise ValueError(f"{path}: {name} holds {example}, not a class label (integers or strings).")
-    raise ValueError(f"{path}: {name} is not class labels (dtype {y.dtype}); expected integers or strings.")
+    raise ValueError(
+        f"{path}: {name} is not class labels (dtype {y.dtype}); expected integers or strings."
+    )
 
 
 def _check_two_classes(y, name, path, why):
@@ -690,8 +704,11 @@ def load_image_folder(path, *, image_shape=None, test_size=0.5, random_state=0):
         raise FileNotFoundError(f"{path}: no such folder.")
     if image_shape is not None:
         image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) not in (2, 3) or min(image_shape) < 1 or image_shape[2:] not in ((), (1,), (3,)):
-            raise ValueError(f"image_shape must be (height, width) or (height, width, 1 or 3), got {image_shape}.")
+        channels = image_shape[2:]
+        if len(image_shape) not in (2, 3) or min(image_shape) < 1 or channels not in ((), (1,), (3,)):
+            raise ValueError(
+                f"image_shape must be (height, width) or (height, width, 1 or 3), got {image_shape}."
+            )
     parts = _visible_folders(path)
     if {p.name for p in parts} == {"train", "test"}:
         train, test = (_read_class_folders(path / name, Image) for name in ("train", "test"))
@@ -731,7 +748,10 @@ def _read_class_folders(path, Image):
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         )  # fmt: skip
         if not files:
-            raise ValueError(f"{folder}: class folder {folder.name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            raise ValueError(
+                f"{folder}: class folder {folder.name!r} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            )
         for file in files:
             images.append(_open_image(file, Image))
             labels.append(folder.name)

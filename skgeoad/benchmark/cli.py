@@ -119,7 +119,9 @@ def _image_shape(text):
     except ValueError:
         shape = ()
     if len(shape) not in (2, 3) or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}"
+        )
     return shape
 
 
@@ -309,7 +311,7 @@ def _load(dataset, args):
 
 
 def _resolve_classes(flag, classes, labels, dataset):
-    """The labels ``classes`` name (``3`` or ``"3"`` for a folder named 3); a missing one is a mistake."""
+    """The labels that ``classes`` name (``3`` or ``"3"`` for a folder named 3), all checked."""
     by_name = {str(label): label for label in labels}
     missing = [c for c in classes if str(c) not in by_name]
     if missing:
@@ -325,7 +327,8 @@ def _tasks(dataset, args):
     X_train, y_train, X_test, y_test, image_shape = _load(dataset, args)
     labels = np.unique(y_train).tolist()
     classes = _resolve_classes("--classes", args.classes or [], labels, dataset) or None
-    anomaly_classes = _resolve_classes("--anomaly-classes", args.anomaly_classes or [], labels, dataset) or None
+    anomalies = args.anomaly_classes or []
+    anomaly_classes = _resolve_classes("--anomaly-classes", anomalies, labels, dataset) or None
     n_classes = len(np.unique(y_test))
     if args.n_test is not None and args.n_test < n_classes:
         raise UsageError(
@@ -379,7 +382,7 @@ def _plan(args):
 
 
 def _connect(args, n_workers, stack):
-    """Enter :func:`connect` on ``stack`` for ``--backend`` / ``--scheduler``; errors as usage errors."""
+    """Enter :func:`connect` on ``stack`` for ``--backend`` / ``--scheduler``, errors as usage errors."""
     try:
         return stack.enter_context(connect(args.backend, args.scheduler, n_workers=n_workers))
     except ImportError as exc:

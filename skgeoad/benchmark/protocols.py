@@ -193,15 +193,19 @@ def make_tasks(
     if protocol == "one-vs-all":
         for c in classes or labels:
             train = _subsample(np.flatnonzero(y_train == c), max_train, rng)
-            tasks.append(Task(dataset, protocol, c, X_train[train], X_test, y_test == c, image_shape=image_shape))
+            tasks.append(Task(
+                dataset, protocol, c, X_train[train], X_test, y_test == c, image_shape=image_shape
+            ))  # fmt: skip
     elif protocol == "contaminated":
         for c in classes or labels:
             X_mixed, clean = datasets.contaminated(
-                X_train, y_train, c, contamination, max_normal=max_train, random_state=labels.index(c)
-            )  # the class's rank seeds its draw: the class itself for labels 0..k-1
+                X_train, y_train, c, contamination, max_normal=max_train,
+                random_state=labels.index(c),  # the class's rank: the class itself for 0..k-1
+            )  # fmt: skip
             info = {"contamination": contamination, "n_anomalies_in_train": int((~clean).sum())}
             tasks.append(Task(
-                dataset, protocol, c, X_mixed, X_test, y_test == c, info=info, image_shape=image_shape
+                dataset, protocol, c, X_mixed, X_test, y_test == c, info=info,
+                image_shape=image_shape,
             ))  # fmt: skip
     elif protocol == "multi-normal":
         anomalies = list(anomaly_classes) if anomaly_classes else labels[len(labels) // 2 :]

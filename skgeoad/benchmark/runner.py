@@ -72,10 +72,11 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             estimator = seeded(detector, seed)
             params = estimator.get_params(deep=False)
             device = params.get("device")
-            moved = assign_device(device, worker_slot(gpu_turn), gpu_count() if gpu_turn is not None else 0)
+            n_gpus = gpu_count() if gpu_turn is not None else 0
+            moved = assign_device(device, worker_slot(gpu_turn), n_gpus)
             if moved != device:
                 estimator.set_params(device=moved)
-            if task.image_shape is not None and "image_shape" in params and params["image_shape"] is None:
+            if task.image_shape is not None and params.get("image_shape", False) is None:
                 estimator.set_params(image_shape=tuple(task.image_shape))  # rows of your own images
             record["params"] = {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
             start = time.perf_counter()
@@ -127,7 +128,8 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
     bar = tqdm(total=len(jobs), disable=not progress, desc="runs", leave=False)
     records = []
     if n_workers == 1 and backend in ("loky", "threading", "sequential"):
-        _collect((run_one(*job, gpu_turn=turn) for job, turn in zip(jobs, turns)), records, bar, on_record)
+        results = (run_one(*job, gpu_turn=turn) for job, turn in zip(jobs, turns))
+        _collect(results, records, bar, on_record)
     elif backend == "ray":
         # joblib's Ray back-end cannot hand results back as they finish
         # (joblib refuses return_as="generator*" for it, as for
