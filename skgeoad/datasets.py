@@ -397,3 +397,399 @@ def multi_normal(X_train, y_train, X_test, y_test, normal_classes, anomaly_class
     train = np.isin(y_train, normal_classes)
     test = np.isin(y_test, normal_classes + anomaly_classes)
     return X_train[train], y_train[train], X_test[test], np.isin(y_test[test], normal_classes)
+
+
+# -- your own data ----------------------------------------------------------------
+
+#: Files of a class folder read as images (case ignored); other files are left alone.
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".pgm", ".ppm", ".pbm", ".pnm",
+)  # fmt: skip
+
+#: Pillow modes of one channel: an image in another mode is colour unless its channels are equal.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+_SPLIT_KEYS = ("X_train", "y_train", "X_test", "y_test")
+
+
+def load_dataset(path, *, image_shape=None, test_size=0.5, random_state=0):
+    """Your own labelled data set: a ``.npz`` file or a folder of images, one sub-folder per class.
+
+    Dispatches to :func:`load_npz` (a file) or :func:`load_image_folder`
+    (a folder); see them for the formats and the train/test split.
+
+    Parameters
+    ----------
+    path : str or Path
+    image_shape : tuple, optional
+        ``(H, W)`` or ``(H, W, C)``: the images' shape (see the loaders).
+    test_size : float, default=0.5
+        Share of each class held out for testing when the data come unsplit.
+    random_state : int, default=0
+        Seed of that split.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+        Images ``(n, H, W)`` / ``(n, H, W, C)`` or rows ``(n, n_features)``;
+        labels as stored (integers or strings; class folders' names).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        For data the benchmark cannot use, the message naming what is wrong.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn.datasets import load_digits
+    >>> digits = load_digits()
+    >>> path = tempfile.mkdtemp() + "/digits.npz"
+    >>> np.savez(path, X=digits.images, y=digits.target)
+    >>> X_train, y_train, X_test, y_test = load_dataset(path)
+    >>> X_train.shape, X_test.shape
+    ((898, 8, 8), (899, 8, 8))
+    """
+    path = Path(path)
+    if path.is_dir():
+        loader = load_image_folder
+    elif path.exists():
+        loader = load_npz
+    else:
+        raise FileNotFoundError(
+            f"{path}: no such file or folder (expected a .npz file or a folder of images)."
+        )
+    return loader(path, image_shape=image_shape, test_size=test_size, random_state=random_state)
+
+
+def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
+    """A labelled data set from a NumPy ``.npz`` file (``numpy.savez``).
+
+    The file holds either ``X_train, y_train, X_test, y_test``, used as
+    given, or ``X, y``, split into stratified train and test parts
+    (``test_size`` of each class held out, seeded by ``random_state``).
+    ``X`` are images ``(n, H, W)`` or ``(n, H, W, C)``, or rows
+    ``(n, n_features)``; ``y`` class labels, integers or strings. The file
+    is read without pickle (``allow_pickle=False``): nothing in it runs.
+
+    Parameters
+    ----------
+    path : str or Path
+    image_shape : tuple, optional
+        ``(H, W)`` or ``(H, W, C)``: read flat rows as images of this shape
+        (without it the detectors read square rows as images, see
+        ``image_shape`` of the detectors). Stored images must already have it.
+    test_size : float, default=0.5
+        Share of each class held out when the file holds ``X, y``.
+    random_state : int, default=0
+        Seed of that split.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: not an ``.npz`` file, missing arrays, arrays
+        of Python objects, non-numeric or non-finite ``X``, labels that are
+        not class labels, lengths that differ, one class only, images of
+        different shapes in train and test.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/bad.npz"
+    >>> np.savez(path, X_train=np.zeros((4, 3)), y_train=[0, 1, 0, 1])
+    >>> load_npz(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...bad.npz: no X_test, y_test: expected arrays X_train, y_train, X_test, y_test or X, y; found X_train, y_train.
+    """
+    import zipfile
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a NumPy .npz file ({' '.join(str(exc).split())}).") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path}: a single .npy array, not an .npz file of named arrays (numpy.savez)."
+        )
+    with archive:
+        keys = set(archive.files)
+        wanted = _SPLIT_KEYS if keys & set(_SPLIT_KEYS) or not keys & {"X", "y"} else ("X", "y")
+        missing = [key for key in wanted if key not in keys]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)}: expected arrays {', '.join(_SPLIT_KEYS)} or X, y; "
+                f"found {', '.join(sorted(keys)) or 'none'}."
+            )
+        arrays = {key: _read_array(archive, key, path) for key in wanted}
+    if wanted == ("X", "y"):
+        X, y = _check_pair(arrays["X"], arrays["y"], "X", "y", path, image_shape)
+        return _split(X, y, test_size, random_state, path)
+    X_train, y_train = _check_pair(
+        arrays["X_train"], arrays["y_train"], "X_train", "y_train", path, image_shape
+    )
+    X_test, y_test = _check_pair(
+        arrays["X_test"], arrays["y_test"], "X_test", "y_test", path, image_shape
+    )
+    if X_train.shape[1:] != X_test.shape[1:]:
+        raise ValueError(
+            f"{path}: X_train holds samples of shape {X_train.shape[1:]} "
+            f"but X_test of shape {X_test.shape[1:]}."
+        )
+    _check_two_classes(y_test, "y_test", path, "the test set needs normal and anomalous samples")
+    return X_train, y_train, X_test, y_test
+
+
+def _read_array(archive, key, path):
+    try:
+        return archive[key]
+    except ValueError:  # "Object arrays cannot be loaded when allow_pickle=False"
+        raise ValueError(
+            f"{path}: {key} holds Python objects, which are not loaded (they could run code); "
+            "save numbers or strings."
+        ) from None
+
+
+def _check_pair(X, y, x_name, y_name, path, image_shape):
+    """Check one ``X``, ``y`` pair; return ``X`` as images or rows and ``y`` as class labels."""
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {x_name} is not numeric (dtype {X.dtype}).")
+    if X.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{path}: {x_name} has shape {X.shape}; expected rows (n, n_features) or images "
+            "(n, height, width) / (n, height, width, channels)."
+        )
+    bad = int(np.sum(~np.isfinite(X))) if X.dtype.kind == "f" else 0
+    if bad:
+        raise ValueError(f"{path}: {x_name} holds {bad} NaN or infinite values.")
+    y = _class_labels(y, y_name, path)
+    if len(X) != len(y):
+        raise ValueError(f"{path}: {x_name} has {len(X)} samples but {y_name} {len(y)} labels.")
+    if len(X) == 0:
+        raise ValueError(f"{path}: {x_name} is empty.")
+    if image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        if X.ndim == 2 and int(np.prod(shape)) == X.shape[1]:
+            X = X.reshape(len(X), *shape)
+        elif X.shape[1:] != shape and X.shape[1:] + (1,) != shape:
+            raise ValueError(
+                f"{path}: {x_name} holds samples of shape {X.shape[1:]}, not image_shape {shape}."
+            )
+    return X, y
+
+
+def _class_labels(y, name, path):
+    """``y`` as a 1-D array of integer or string class labels."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"{path}: {name} has shape {y.shape}; expected one class label per sample.")
+    if y.dtype.kind in "bui":
+        return y.astype(np.int64)
+    if y.dtype.kind == "S":
+        return y.astype(str)
+    if y.dtype.kind == "U":
+        return y
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{path}: {name} holds NaN or infinite labels.")
+        if np.all(y == np.round(y)):
+            return y.astype(np.int64)
+        example = y[y != np.round(y)][0]
+        raise ValueError(f"{path}: {name} holds {example}, not a class label (integers or strings).")
+    raise ValueError(
+        f"{path}: {name} is not class labels (dtype {y.dtype}); expected integers or strings."
+    )
+
+
+def _check_two_classes(y, name, path, why):
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"{path}: {name} holds one class only ({classes[0]}); {why}.")
+
+
+def _split(X, y, test_size, random_state, path):
+    """Stratified train/test split of one labelled set, every class in both parts."""
+    from sklearn.model_selection import train_test_split
+
+    _check_two_classes(y, "y", path, "anomaly detection needs normal and anomalous classes")
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(
+            f"{path}: class {classes[counts.argmin()]} has {counts.min()} sample; a stratified "
+            "train/test split needs at least 2 of each class (or give X_train, y_train, X_test, y_test)."
+        )
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=random_state
+    )
+    return X_train, y_train, X_test, y_test
+
+
+def load_image_folder(path, *, image_shape=None, test_size=0.5, random_state=0):
+    """A labelled data set from a folder of images, one sub-folder per class.
+
+    ``path/<class>/**/<image>``: the sub-folders' names are the class
+    labels; image files (:data:`IMAGE_EXTENSIONS`, any case) anywhere
+    below one belong to it; other files and hidden ones are left alone. A
+    folder holding exactly ``train`` and ``test`` sub-folders, each laid out
+    so, gives its own split; otherwise each class is split stratified
+    (``test_size`` held out, seeded by ``random_state``). Needs Pillow
+    (``pip install pillow`` or ``skgeoad[images]``).
+
+    All images end with one size and mode, 8 bits per channel:
+
+    * size: ``image_shape[:2]`` when given, else the most common size among
+      the images (ties: the larger); the others are resized to it
+      (bilinear, aspect ratio not kept);
+    * colour: ``image_shape[2]`` (1: grey, 3: RGB) when given, else RGB as
+      soon as one image has colour (grey images are copied to the three
+      channels, which loses nothing) and grey otherwise. An image in a
+      colour mode whose channels are all equal counts as grey; alpha is
+      dropped.
+
+    Parameters
+    ----------
+    path : str or Path
+    image_shape : tuple, optional
+        ``(H, W)`` or ``(H, W, C)`` with ``C`` 1 or 3.
+    test_size : float, default=0.5
+    random_state : int, default=0
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test : ndarray
+        Images ``(n, H, W)`` (grey) or ``(n, H, W, 3)`` of uint8; labels
+        are the class folders' names.
+
+    Raises
+    ------
+    ImportError
+        Without Pillow.
+    ValueError
+        For an empty folder, images outside class folders, a class folder
+        without images, one class only, or a file that is not a readable
+        image (named).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for label, value in (("dark", 20), ("light", 230)):
+    ...     (root / label).mkdir()
+    ...     for i in range(4):
+    ...         Image.new("L", (8, 6), value + i).save(root / label / f"{i}.png")
+    >>> X_train, y_train, X_test, y_test = load_image_folder(root)
+    >>> X_train.shape, sorted(y_train.tolist())
+    ((4, 6, 8), ['dark', 'dark', 'light', 'light'])
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            "Reading a folder of images needs Pillow: pip install pillow (or skgeoad[images])."
+        ) from None
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder.")
+    if image_shape is not None:
+        image_shape = tuple(int(s) for s in image_shape)
+        channels = image_shape[2:]
+        if len(image_shape) not in (2, 3) or min(image_shape) < 1 or channels not in ((), (1,), (3,)):
+            raise ValueError(
+                f"image_shape must be (height, width) or (height, width, 1 or 3), got {image_shape}."
+            )
+    parts = _visible_folders(path)
+    if {p.name for p in parts} == {"train", "test"}:
+        train, test = (_read_class_folders(path / name, Image) for name in ("train", "test"))
+        files = train[0] + test[0]
+        is_test = np.repeat([False, True], [len(train[0]), len(test[0])])
+        labels = np.array(train[1] + test[1])
+    else:
+        files, names = _read_class_folders(path, Image)
+        labels, is_test = np.array(names), None
+        _check_two_classes(labels, "the folder", path, "anomaly detection needs two classes or more")
+    X = _to_array(files, image_shape, Image)
+    if is_test is None:
+        return _split(X, labels, test_size, random_state, path)
+    _check_two_classes(labels[is_test], "test", path, "the test set needs normal and anomalous samples")
+    return X[~is_test], labels[~is_test], X[is_test], labels[is_test]
+
+
+def _visible_folders(path):
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_class_folders(path, Image):
+    """``(images, labels)`` of ``path/<class>/**``: the images opened and loaded, in sorted order."""
+    classes = _visible_folders(path)
+    if not classes:
+        loose = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        raise ValueError(
+            f"{path}: "
+            + ("images but no class sub-folders" if loose else "empty folder")
+            + ": expected one sub-folder of images per class, named after the class."
+        )
+    images, labels = [], []
+    for folder in classes:
+        files = sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )  # fmt: skip
+        if not files:
+            raise ValueError(
+                f"{folder}: class folder {folder.name!r} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        for file in files:
+            images.append(_open_image(file, Image))
+            labels.append(folder.name)
+    return images, labels
+
+
+def _open_image(file, Image):
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return image.copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{file}: not a readable image ({' '.join(str(exc).split())}).") from None
+
+
+def _is_colour(image):
+    if image.mode in _GREY_MODES:
+        return False
+    red, green, blue = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    return bool(np.any(red != green) or np.any(green != blue))
+
+
+def _to_array(images, image_shape, Image):
+    """One uint8 array of ``images`` at one size and mode (see :func:`load_image_folder`)."""
+    from collections import Counter
+
+    if image_shape is not None:
+        height, width = image_shape[:2]
+        colour = image_shape[2:] == (3,)
+    else:
+        sizes = Counter(image.size for image in images)  # Pillow's sizes are (width, height)
+        width, height = max(sizes, key=lambda size: (sizes[size], size[0] * size[1]))
+        colour = any(_is_colour(image) for image in images)
+    mode = "RGB" if colour else "L"
+    arrays = []
+    for image in images:
+        image = image.convert(mode)  # drops alpha; a palette becomes its colours
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+    return np.stack(arrays)

@@ -8,19 +8,22 @@ way argparse reports its own, one line on stderr and exit status 2.
 
 import argparse
 import ast
+import importlib.util
 import json
 import pickle
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from .cluster import CLUSTER_BACKENDS, connect
 from .peers import DETECTORS, _did_you_mean, check_installed, make_detector
-from .protocols import DATASETS, PROTOCOLS, load_rows, make_tasks, stratified_subset
+from .protocols import DATASETS, PROTOCOLS, is_path, load_rows, make_tasks, stratified_subset
 from .report import format_tables, plot_results, write_results
-from .runner import run_all
+from .runner import count_workers, run_all
 
 #: What identifies a run in ``results.json``: ``--resume`` skips these.
 _RUN_ID = ("dataset", "protocol", "key", "detector", "seed")
@@ -90,15 +93,36 @@ def _names(choices, what):
     return parse
 
 
-def _class_ids(text):
-    """An argparse type: comma-separated integer class ids."""
-    ids = _comma_list(text, "class ids")
+def _class_list(text):
+    """An argparse type: comma-separated classes, integers or names (class folders)."""
+    names = _comma_list(text, "classes")
+    return [int(name) if name.lstrip("-").isdigit() else name for name in names]
+
+
+def _datasets(text):
+    """An argparse type: comma-separated known data sets or paths of your own data."""
+    names = _comma_list(text, "data set names")
+    for name in names:
+        if not is_path(name) and name not in DATASETS:
+            raise argparse.ArgumentTypeError(
+                f"unknown data set {name!r}{_did_you_mean(name, DATASETS)}; choose from "
+                f"{', '.join(sorted(DATASETS))}, or give the path of a .npz file or of a folder "
+                "of images (one sub-folder per class)"
+            )
+    return names
+
+
+def _image_shape(text):
+    """An argparse type: ``HxW`` or ``HxWxC``."""
     try:
-        return [int(item) for item in ids]
+        shape = tuple(int(side) for side in text.lower().split("x"))
     except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integer class ids, got {text!r}"
-        ) from None
+            f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}"
+        )
+    return shape
 
 
 def build_parser():
@@ -115,15 +139,22 @@ def build_parser():
         ),
     )
     # fmt: off
-    parser.add_argument("--dataset", default="digits", type=_names(DATASETS, "data set"),
-                        help=f"comma-separated, from {sorted(DATASETS)} (default: digits)")
+    parser.add_argument("--dataset", default=["digits"], type=_datasets,
+                        help=f"comma-separated, from {sorted(DATASETS)}, or paths of your own data: "
+                             "a .npz file (X_train, y_train, X_test, y_test or X, y) or a folder of "
+                             "images with one sub-folder per class (default: digits)")
+    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]",
+                        help="your own data: flat .npz rows are images of this shape; a folder's "
+                             "images are resized to it (C=1 grey, C=3 RGB; default: the most "
+                             "common size, RGB if any image has colour)")
     parser.add_argument("--data-home", default=None, help="folder with the data sets' files ($SKGEOAD_DATA)")
     parser.add_argument("--protocol", default="one-vs-all", choices=PROTOCOLS)
     parser.add_argument("--detectors", default="geometric,iforest,ocsvm",
                         type=_names(DETECTORS, "detector"),
                         help=f"comma-separated, from {sorted(DETECTORS)}")
-    parser.add_argument("--classes", type=_class_ids, default=None,
-                        help="normal classes to try, comma-separated (default: all; not multi-normal)")
+    parser.add_argument("--classes", type=_class_list, default=None,
+                        help="normal classes to try, comma-separated ids or class-folder names "
+                             "(default: all; not multi-normal)")
     parser.add_argument("--max-train", type=_integer(1), default=None,
                         help="training images per normal class (fixed-seed subsample)")
     parser.add_argument("--n-test", type=_integer(1), default=None,
@@ -132,7 +163,7 @@ def build_parser():
     parser.add_argument("--contamination", type=_fraction, default=0.05,
                         help="contaminated protocol: share of anomalies in training, in [0, 1) "
                              "(default 0.05)")
-    parser.add_argument("--anomaly-classes", type=_class_ids, default=None,
+    parser.add_argument("--anomaly-classes", type=_class_list, default=None,
                         help="multi-normal protocol: the anomaly classes (default: upper half)")
     parser.add_argument("--max-normal-classes", type=_integer(1), default=5,
                         help="multi-normal protocol: k = 1..N normal classes (default 5)")
@@ -165,10 +196,15 @@ def _check_options(args):
         )
     if args.protocol != "multi-normal" and args.anomaly_classes is not None:
         raise UsageError("--anomaly-classes applies to --protocol multi-normal only")
-    if args.scheduler is not None and args.backend not in ("dask", "ray"):
+    if args.scheduler is not None and args.backend not in CLUSTER_BACKENDS:
         raise UsageError("--scheduler needs --backend dask or ray")
+    module = {"dask": "distributed", "ray": "ray"}.get(args.backend)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise UsageError(_missing_backend(args.backend, module))
     if args.data_home is not None and not Path(args.data_home).is_dir():
         raise UsageError(f"--data-home {args.data_home}: no such folder")
+    if args.image_shape is not None and not any(is_path(name) for name in args.dataset):
+        raise UsageError("--image-shape applies to your own data (--dataset PATH) only")
 
 
 def _literal(text):
@@ -263,29 +299,36 @@ def _check_writable(out):
 # -- checks against the data ----------------------------------------------------
 
 
-def _load(dataset, data_home):
+def _load(dataset, args):
     try:
-        return load_rows(dataset, data_home)
+        return load_rows(dataset, args.data_home, image_shape=args.image_shape, return_shape=True)
     except (OSError, ImportError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the loader wrote
-        raise UsageError(f"--dataset {dataset}: {message}") from None
+        # Your own data's errors start with the path already.
+        named = is_path(dataset) and message.startswith(str(Path(dataset)))
+        flag = "--dataset" if named else f"--dataset {dataset}"
+        raise UsageError(f"{flag}: {message}") from None
 
 
-def _check_classes(flag, classes, labels, dataset):
-    missing = [c for c in classes if c not in labels]
+def _resolve_classes(flag, classes, labels, dataset):
+    """The labels that ``classes`` name (``3`` or ``"3"`` for a folder named 3), all checked."""
+    by_name = {str(label): label for label in labels}
+    missing = [c for c in classes if str(c) not in by_name]
     if missing:
         raise UsageError(
             f"{flag}: {dataset} has no class {', '.join(map(str, missing))}; "
             f"its classes are {', '.join(map(str, labels))}"
         )
+    return None if classes is None else [by_name[str(c)] for c in classes]
 
 
 def _tasks(dataset, args):
     """The tasks of ``args.protocol`` on ``dataset``, every class and count checked first."""
-    X_train, y_train, X_test, y_test = _load(dataset, args.data_home)
-    labels = sorted(int(c) for c in np.unique(y_train))
-    _check_classes("--classes", args.classes or [], labels, dataset)
-    _check_classes("--anomaly-classes", args.anomaly_classes or [], labels, dataset)
+    X_train, y_train, X_test, y_test, image_shape = _load(dataset, args)
+    labels = np.unique(y_train).tolist()
+    classes = _resolve_classes("--classes", args.classes or [], labels, dataset) or None
+    anomalies = args.anomaly_classes or []
+    anomaly_classes = _resolve_classes("--anomaly-classes", anomalies, labels, dataset) or None
     n_classes = len(np.unique(y_test))
     if args.n_test is not None and args.n_test < n_classes:
         raise UsageError(
@@ -296,8 +339,9 @@ def _tasks(dataset, args):
     try:
         return make_tasks(
             dataset, args.protocol, X_train, y_train, X_test[kept], y_test[kept],
-            classes=args.classes, max_train=args.max_train, contamination=args.contamination,
-            anomaly_classes=args.anomaly_classes, max_normal_classes=args.max_normal_classes,
+            classes=classes, max_train=args.max_train, contamination=args.contamination,
+            anomaly_classes=anomaly_classes, max_normal_classes=args.max_normal_classes,
+            image_shape=image_shape,
         )  # fmt: skip
     except ValueError as exc:  # a split the data cannot give, e.g. too much contamination
         raise UsageError(f"--protocol {args.protocol} on {dataset}: {exc}") from None
@@ -337,29 +381,24 @@ def _plan(args):
     return settings, records, jobs
 
 
-def _connect_cluster(backend, scheduler):
-    """Register joblib's dask or ray backend; return the client to keep alive."""
+def _connect(args, n_workers, stack):
+    """Enter :func:`connect` on ``stack`` for ``--backend`` / ``--scheduler``, errors as usage errors."""
     try:
-        if backend == "dask":
-            from dask.distributed import Client
-
-            return Client(scheduler) if scheduler else Client()
-        if backend == "ray":
-            import ray
-            from ray.util.joblib import register_ray
-
-            register_ray()
-            ray.init(address=scheduler)
-            return ray
+        return stack.enter_context(connect(args.backend, args.scheduler, n_workers=n_workers))
     except ImportError as exc:
-        raise UsageError(
-            f"--backend {backend} needs {exc.name}: pip install 'dask[distributed]' or 'ray'"
-        ) from None
-    except (OSError, TimeoutError, ValueError) as exc:  # an address that answers nothing
-        raise UsageError(
-            f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())})"
-        ) from None
-    return None
+        raise UsageError(_missing_backend(args.backend, exc.name)) from None
+    except (OSError, RuntimeError, ValueError) as exc:  # an address that answers nothing
+        what = (
+            f"--scheduler {args.scheduler}: cannot connect"
+            if args.scheduler
+            else f"--backend {args.backend}: cannot start a local cluster"
+        )
+        raise UsageError(f"{what} ({' '.join(str(exc).split())})") from None
+
+
+def _missing_backend(backend, module):
+    extra = "dask[distributed]" if backend == "dask" else "ray"
+    return f"--backend {backend} needs {module}: pip install '{extra}' (or 'skgeoad[{backend}]')"
 
 
 def main(argv=None):
@@ -373,10 +412,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         settings, records, jobs = _plan(args)
-        client = _connect_cluster(args.backend, args.scheduler)
     except UsageError as exc:
         parser.error(str(exc))
+    with ExitStack() as cluster:  # closed however the runs end, Ctrl-C included
+        if jobs:
+            try:
+                _connect(args, count_workers(args.n_jobs, len(jobs)), cluster)
+            except UsageError as exc:
+                parser.error(str(exc))
+        return _run(args, settings, records, jobs)
 
+
+def _run(args, settings, records, jobs):
+    """Run ``jobs``, writing results as they come; return the exit status."""
     budget = {
         "datasets": args.dataset, "protocol": args.protocol, "classes": args.classes,
         "max_train": args.max_train, "n_test": args.n_test, "seeds": args.seeds,
@@ -412,5 +460,4 @@ def main(argv=None):
         f"wall time: {wall:.0f} s; results in {out}/"
         + (f" (figure: {figure.name})" if figure else "")
     )
-    del client
     return 1 if any("error" in r for r in records) else 0

@@ -4,7 +4,9 @@ A task is one training set and one labelled evaluation set; the runner fits
 every detector on every task for every seed.
 """
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -28,37 +30,80 @@ class Task:
     """One training set and one evaluation set.
 
     ``key`` names the task inside its protocol: the normal class (one-vs-all,
-    contaminated) or the number of normal classes (multi-normal).
+    contaminated; an integer or, for class folders, the folder's name) or the
+    number of normal classes (multi-normal). ``image_shape``, when set, is
+    given to the detectors that take one and were left to infer it: rows of
+    your own images need not be square.
     """
 
     dataset: str
     protocol: str
-    key: int
+    key: int | str
     X_train: np.ndarray = field(repr=False)
     X_test: np.ndarray = field(repr=False)
     is_normal: np.ndarray = field(repr=False)
     fit_params: dict = field(default_factory=dict, repr=False)
     info: dict = field(default_factory=dict)
+    image_shape: tuple | None = field(default=None, repr=False)
 
 
-def load_rows(name, data_home=None):
+def is_path(name):
+    """Whether ``--dataset name`` is a file or folder of your own rather than a known data set.
+
+    Examples
+    --------
+    >>> is_path("digits"), is_path("my_data.npz"), is_path("data/images")
+    (False, True, True)
+    """
+    if name in DATASETS:
+        return False
+    return name.endswith(".npz") or "/" in name or os.sep in name or Path(name).exists()
+
+
+def load_rows(name, data_home=None, *, image_shape=None, return_shape=False):
     """A data set as flat rows scaled to [-1, 1], padded as its protocol wants.
+
+    ``name`` is one of :data:`DATASETS` or the path of your own data: a
+    ``.npz`` file or a folder of images, one sub-folder per class (see
+    :func:`skgeoad.datasets.load_dataset`). Your own data are scaled with
+    the training set's smallest and largest value (one pair for all
+    features, as the detectors do), not padded.
+
+    Parameters
+    ----------
+    image_shape : tuple, optional
+        Your own data: the images' ``(H, W)`` or ``(H, W, C)``.
+    return_shape : bool, default=False
+        Also return the images' shape: ``(H, W)`` or ``(H, W, C)`` of your
+        own images, ``None`` for rows and for the known data sets (whose
+        square images the detectors infer).
 
     Returns
     -------
     X_train, y_train, X_test, y_test : ndarray
+    image_shape : tuple or None
+        Only with ``return_shape=True``.
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown data set {name!r}; choose from {sorted(DATASETS)}.")
-    loader, max_pixel, pad = DATASETS[name]
-    X_train, y_train, X_test, y_test = loader(data_home)
-    if pad:
-        X_train, X_test = datasets.pad_images(X_train, pad), datasets.pad_images(X_test, pad)
+    if is_path(name):
+        X_train, y_train, X_test, y_test = datasets.load_dataset(name, image_shape=image_shape)
+        low, high = float(X_train.min()), float(X_train.max())
+        if high == low:
+            raise ValueError(f"{name}: every value of the training set is {low}; nothing to learn.")
+        shape = X_train.shape[1:] if X_train.ndim > 2 else None
+    else:
+        if name not in DATASETS:
+            raise ValueError(f"Unknown data set {name!r}; choose from {sorted(DATASETS)}.")
+        loader, max_pixel, pad = DATASETS[name]
+        X_train, y_train, X_test, y_test = loader(data_home)
+        if pad:
+            X_train, X_test = datasets.pad_images(X_train, pad), datasets.pad_images(X_test, pad)
+        low, high, shape = 0.0, max_pixel, None
 
     def rows(X):
-        return (X.reshape(len(X), -1) / max_pixel * 2 - 1).astype(np.float32)
+        return ((X.reshape(len(X), -1) - low) / (high - low) * 2 - 1).astype(np.float32)
 
-    return rows(X_train), np.asarray(y_train), rows(X_test), np.asarray(y_test)
+    loaded = rows(X_train), np.asarray(y_train), rows(X_test), np.asarray(y_test)
+    return (*loaded, shape) if return_shape else loaded
 
 
 def _subsample(indices, n, rng):
@@ -101,13 +146,15 @@ def stratified_subset(y, n, random_state=0):
 
 def make_tasks(
     dataset, protocol, X_train, y_train, X_test, y_test, *, classes=None, max_train=None,
-    contamination=0.05, anomaly_classes=None, max_normal_classes=5,
+    contamination=0.05, anomaly_classes=None, max_normal_classes=5, image_shape=None,
 ):  # fmt: skip
     """The tasks of ``protocol`` on one data set.
 
+    Class labels are integers or strings (the names of class folders).
+
     Parameters
     ----------
-    classes : list of int, optional
+    classes : list, optional
         Normal classes to try (one-vs-all, contaminated); default all.
     max_train : int, optional
         Cap on the training images of each normal class (at least 1), drawn
@@ -119,6 +166,8 @@ def make_tasks(
         half of the classes (5-9 for ten classes, as in Lee & Lee's Test 2).
     max_normal_classes : int, default=5
         Multi-normal: normal classes ``0..k-1`` for ``k = 1..max_normal_classes``.
+    image_shape : tuple, optional
+        The rows' image shape, for the detectors (see :class:`Task`).
 
     Raises
     ------
@@ -134,7 +183,7 @@ def make_tasks(
     >>> [(task.key, task.info["normal_classes"]) for task in tasks[:2]]
     [(1, [0]), (2, [0, 1])]
     """
-    labels = sorted(int(c) for c in np.unique(y_train))
+    labels = np.unique(y_train).tolist()  # sorted; Python ints or strings
     if max_train is not None and max_train < 1:
         raise ValueError(f"max_train must be None or at least 1, got {max_train}.")
     if classes is not None:
@@ -144,14 +193,20 @@ def make_tasks(
     if protocol == "one-vs-all":
         for c in classes or labels:
             train = _subsample(np.flatnonzero(y_train == c), max_train, rng)
-            tasks.append(Task(dataset, protocol, c, X_train[train], X_test, y_test == c))
+            tasks.append(Task(
+                dataset, protocol, c, X_train[train], X_test, y_test == c, image_shape=image_shape
+            ))  # fmt: skip
     elif protocol == "contaminated":
         for c in classes or labels:
             X_mixed, clean = datasets.contaminated(
-                X_train, y_train, c, contamination, max_normal=max_train, random_state=c
-            )
+                X_train, y_train, c, contamination, max_normal=max_train,
+                random_state=labels.index(c),  # the class's rank: the class itself for 0..k-1
+            )  # fmt: skip
             info = {"contamination": contamination, "n_anomalies_in_train": int((~clean).sum())}
-            tasks.append(Task(dataset, protocol, c, X_mixed, X_test, y_test == c, info=info))
+            tasks.append(Task(
+                dataset, protocol, c, X_mixed, X_test, y_test == c, info=info,
+                image_shape=image_shape,
+            ))  # fmt: skip
     elif protocol == "multi-normal":
         anomalies = list(anomaly_classes) if anomaly_classes else labels[len(labels) // 2 :]
         candidates = [c for c in labels if c not in anomalies]
@@ -166,7 +221,7 @@ def make_tasks(
             info = {"normal_classes": normal, "anomaly_classes": anomalies}
             tasks.append(Task(
                 dataset, protocol, k, X_normal[keep], X_eval, is_normal,
-                fit_params={"cluster_labels": y_normal[keep]}, info=info,
+                fit_params={"cluster_labels": y_normal[keep]}, info=info, image_shape=image_shape,
             ))  # fmt: skip
     else:
         raise ValueError(f"Unknown protocol {protocol!r}; choose from {PROTOCOLS}.")

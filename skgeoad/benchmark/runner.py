@@ -8,6 +8,7 @@ import traceback
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from .devices import assign_device, gpu_count, gpu_turns, worker_slot
 from .peers import seeded
 
 
@@ -17,7 +18,24 @@ def _accepted_fit_params(detector, fit_params):
     return {k: v for k, v in fit_params.items() if k in accepted}
 
 
-def run_one(task, name, detector, seed, n_threads=None):
+def count_workers(n_jobs, n_runs):
+    """Workers for ``n_runs`` runs with ``--n-jobs n_jobs``: never more than the runs.
+
+    ``-1`` (or ``None``) means one per CPU core, as in joblib.
+
+    Examples
+    --------
+    >>> count_workers(4, 10), count_workers(4, 2), count_workers(3, 0)
+    (4, 2, 1)
+    >>> count_workers(-1, 1000) == os.cpu_count()
+    True
+    """
+    if n_jobs in (None, -1):
+        n_jobs = os.cpu_count() or 1
+    return max(1, min(n_jobs, n_runs or 1))
+
+
+def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
     """Fit ``detector`` on ``task`` with ``seed``; never raises, errors go in the record.
 
     Parameters
@@ -25,6 +43,9 @@ def run_one(task, name, detector, seed, n_threads=None):
     n_threads : int, optional
         Torch and BLAS threads for this run, so parallel workers share the
         cores instead of each taking all of them.
+    gpu_turn : int, optional
+        The run's place among those that may take a GPU of their own (see
+        :mod:`skgeoad.benchmark.devices`); ``None`` keeps the detector's device.
     """
     record = {
         "dataset": task.dataset,
@@ -38,12 +59,25 @@ def run_one(task, name, detector, seed, n_threads=None):
     }
     try:
         import torch
+        from joblib import parallel_config
         from threadpoolctl import threadpool_limits
 
         if n_threads:
             torch.set_num_threads(n_threads)
-        with threadpool_limits(n_threads):
+        # A detector's own joblib calls (IsolationForest builds its trees
+        # with one) stay in this worker, on threads: on a Dask or Ray worker
+        # joblib would otherwise send them back to the cluster as nested
+        # tasks, to queue behind the other runs (a 0.2 s fit took 30 s).
+        with threadpool_limits(n_threads), parallel_config(backend="threading"):
             estimator = seeded(detector, seed)
+            params = estimator.get_params(deep=False)
+            device = params.get("device")
+            n_gpus = gpu_count() if gpu_turn is not None else 0
+            moved = assign_device(device, worker_slot(gpu_turn), n_gpus)
+            if moved != device:
+                estimator.set_params(device=moved)
+            if task.image_shape is not None and params.get("image_shape", False) is None:
+                estimator.set_params(image_shape=tuple(task.image_shape))  # rows of your own images
             record["params"] = {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
@@ -69,8 +103,11 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
 
     Runs are independent, so they go through joblib: ``backend`` is any
     joblib backend (``"loky"`` processes, ``"threading"``, or ``"dask"`` /
-    ``"ray"`` once their joblib integration is registered). Each worker gets
-    ``cpu_count // n_jobs`` torch/BLAS threads.
+    ``"ray"`` with a cluster connected, see
+    :func:`skgeoad.benchmark.cluster.connect`). Each worker gets
+    ``cpu_count // n_jobs`` torch/BLAS threads. Where there are GPUs, runs
+    whose detector has ``device="auto"`` or ``"cuda"`` are spread over them
+    round-robin, whatever the backend (:mod:`skgeoad.benchmark.devices`).
 
     Examples
     --------
@@ -81,24 +118,54 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
     >>> record["detector"], record["key"], bool(record["auroc"] > 0.9)
     ('iforest', 0, True)
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
     from tqdm.auto import tqdm
 
     jobs = list(jobs)
-    n_workers = len(jobs) if n_jobs in (None, -1) else max(1, min(n_jobs, len(jobs) or 1))
+    n_workers = count_workers(n_jobs, len(jobs))
     n_threads = max(1, (os.cpu_count() or 1) // n_workers)
+    turns = gpu_turns([detector.get_params(deep=False).get("device") for _, _, detector, _ in jobs])
     bar = tqdm(total=len(jobs), disable=not progress, desc="runs", leave=False)
     records = []
     if n_workers == 1 and backend in ("loky", "threading", "sequential"):
-        results = (run_one(*job, n_threads=None) for job in jobs)
+        results = (run_one(*job, gpu_turn=turn) for job, turn in zip(jobs, turns))
+        _collect(results, records, bar, on_record)
+    elif backend == "ray":
+        # joblib's Ray back-end cannot hand results back as they finish
+        # (joblib refuses return_as="generator*" for it, as for
+        # "multiprocessing"); the Ray pool it is built on can.
+        from ray.util.multiprocessing import Pool
+
+        with Pool(processes=n_workers) as pool:
+            calls = [(job, n_threads, turn) for job, turn in zip(jobs, turns)]
+            _collect(pool.imap_unordered(_run_packed, calls, chunksize=1), records, bar, on_record)
     else:
-        results = Parallel(n_jobs=n_workers, backend=backend, return_as="generator_unordered")(
-            delayed(run_one)(*job, n_threads=n_threads) for job in jobs
-        )
+        # parallel_config, not Parallel(backend=...): only the former registers
+        # joblib's external back-ends ("dask") on first use; Parallel looks the
+        # name up among those already registered and calls "dask" invalid.
+        with parallel_config(backend=backend):
+            try:
+                parallel = Parallel(n_jobs=n_workers, return_as="generator_unordered")
+            except ValueError:  # "multiprocessing": results only once all are in
+                parallel = Parallel(n_jobs=n_workers)
+            results = parallel(
+                delayed(run_one)(*job, n_threads=n_threads, gpu_turn=turn)
+                for job, turn in zip(jobs, turns)
+            )
+            _collect(results, records, bar, on_record)
+    bar.close()
+    return records
+
+
+def _run_packed(call):
+    """:func:`run_one` for a pool's ``imap``, which passes one argument."""
+    job, n_threads, turn = call
+    return run_one(*job, n_threads=n_threads, gpu_turn=turn)
+
+
+def _collect(results, records, bar, on_record):
     for record in results:
         records.append(record)
         bar.update()
         if on_record is not None:
             on_record(record)
-    bar.close()
-    return records
