@@ -1,0 +1,195 @@
+"""Whole-score modules: raw rows in, ``score_samples`` out, as plain ``nn.Module``s.
+
+A fitted detector scores in steps spread over its methods (validated rows ->
+scaled tensors on the device -> transformations -> network -> score rule),
+with chunking, progress bars and device handling around them. The modules here
+are the same arithmetic as one ``forward``, for a whole batch at once, with
+everything learned held as buffers: what ONNX export and other graph tools
+need. They know nothing of scikit-learn; :mod:`skgeoad.export` builds them
+from a fitted detector.
+
+Each reproduces its detector's float32 (tabular: float64) path, op for op, so
+that the scores agree to float rounding; a detector fitted with
+``mixed_precision`` scores in bf16 and differs from them by bf16's rounding.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class RowScaling(nn.Module):
+    """Raw rows ``(n, n_features)`` to the detector's scaled samples.
+
+    Images: ``(x - low) * scale - 1`` (the training min/max to [-1, 1]), read
+    channels last and returned as ``(n, C, H * W)``. Tabular rows:
+    ``(x - mean) * inverse_std``, returned as ``(n, d)``. The rows are first
+    cast to ``dtype``, as :class:`~skgeoad._data.DeviceData` casts them.
+    """
+
+    def __init__(self, shift, scale, image_shape, dtype):
+        super().__init__()
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=dtype))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=dtype))
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = (X.to(self.dtype) - self.shift) * self.scale
+        if self.image_shape is None:
+            return X
+        height, width, channels = self.image_shape
+        return (X - 1.0).reshape(-1, height * width, channels).transpose(1, 2)
+
+
+class GeometricScore(nn.Module):
+    """GEOM's score: every transformation of a sample, the classifier, the rule.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    transformations : nn.Module
+        :class:`~skgeoad.transforms.GeometricTransformations` or
+        :class:`~skgeoad.transforms.AffineTransformations` (its ``expand``).
+    network : nn.Module
+        The transformation classifier.
+    rule : {"dirichlet", "simplified"}
+    alpha_minus_one : torch.Tensor of shape (T, T)
+        ``alpha_ - 1`` in float64 (the Dirichlet rule's weights).
+    floor : float
+        Log-probabilities are clipped below at it.
+    """
+
+    def __init__(self, scaling, transformations, network, rule, alpha_minus_one, floor):
+        super().__init__()
+        self.scaling, self.transformations, self.network = scaling, transformations, network
+        self.rule = rule
+        self.n_transforms = int(alpha_minus_one.shape[0])
+        self.register_buffer("alpha_minus_one", alpha_minus_one)
+        self.floor = float(floor)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        n_transforms = self.n_transforms
+        logits = self.network(self.transformations.expand(self.scaling(X)))
+        log_p = torch.log_softmax(logits.float(), dim=1).clamp_min(self.floor)
+        log_p = log_p.reshape(-1, n_transforms, n_transforms)
+        if self.rule == "simplified":
+            return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
+        weighted = log_p.to(self.alpha_minus_one.dtype) * self.alpha_minus_one
+        return weighted.sum((1, 2)) / n_transforms
+
+
+class AutoencoderScore(nn.Module):
+    """IterativeClusterAE's score: how well the autoencoder reconstructs a sample.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    autoencoder : nn.Module
+        With ``encode`` and ``decode``.
+    rule : {"cosine", "mse"}
+    input_shape : tuple of int or None
+        Images: ``(C, H, W)`` for a convolutional autoencoder, ``None`` for
+        flat input. Images enter as intensities in [0, 1].
+    images : bool
+        Whether the samples are images (shifted to [0, 1]) or tabular rows.
+    """
+
+    def __init__(self, scaling, autoencoder, rule, input_shape, images):
+        super().__init__()
+        self.scaling, self.autoencoder, self.rule = scaling, autoencoder, rule
+        self.input_shape = input_shape
+        self.images = images
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = self.scaling(X)
+        if self.images:
+            X = (X + 1.0) * 0.5
+            X = X.flatten(1) if self.input_shape is None else X.reshape(-1, *self.input_shape)
+        reconstruction = self.autoencoder.decode(self.autoencoder.encode(X))
+        X, reconstruction = X.flatten(1), reconstruction.to(X.dtype).flatten(1)
+        if self.rule == "cosine":
+            return nn.functional.cosine_similarity(X, reconstruction, dim=1)
+        return -(X - reconstruction).pow(2).mean(1)
+
+
+class SubClusterScore(nn.Module):
+    """SubCluster's score from the classifier's softmax (MSP, KL) or features (k-NN).
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    network : nn.Module or None
+        The sub-cluster classifier (``forward_features`` / ``forward_head``);
+        ``None`` for the single-cluster fallback, which scores by Euclidean
+        k-NN in the PCA embedding.
+    rule : {"msp", "kl", "knn"}
+    input_shape : tuple of int or None
+        ``(C, H, W)`` of images, ``None`` for tabular rows.
+    reference : torch.Tensor of shape (n_train, n_features_out)
+        Features of the samples trained on (the k-NN rule's neighbours),
+        already normalised for the cosine metric.
+    n_neighbors : int
+    metric : {"cosine", "euclidean"}
+    embedding : tuple of torch.Tensor or None
+        PCA ``(mean, components)`` of the single-cluster fallback.
+    dtype : torch.dtype
+        The detector's compute dtype.
+    """
+
+    def __init__(self, scaling, network, rule, input_shape, reference, n_neighbors, metric, embedding, dtype):
+        super().__init__()
+        self.scaling, self.network, self.rule = scaling, network, rule
+        self.input_shape = input_shape
+        self.register_buffer("reference", reference)
+        self.n_neighbors = min(int(n_neighbors), len(reference))
+        self.metric = metric
+        if embedding is not None:
+            self.register_buffer("embedding_mean", embedding[0])
+            self.register_buffer("embedding_components", embedding[1])
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = self.scaling(X)
+        if self.network is None:
+            features = (X.flatten(1) - self.embedding_mean) @ self.embedding_components
+            return self._knn(features)
+        if self.input_shape is not None:
+            X = X.reshape(-1, *self.input_shape)
+        features = self.network.forward_features(X)
+        if self.rule == "knn":
+            return self._knn(features.to(self.dtype))
+        logits = self.network.forward_head(features).to(self.dtype)
+        if self.rule == "msp":
+            return torch.softmax(logits, dim=1).amax(1)
+        log_p = torch.log_softmax(logits, dim=1)
+        return (log_p.exp() * log_p).sum(1) + math.log(logits.shape[1])
+
+    def _knn(self, features):
+        if self.metric == "cosine":
+            similarity = nn.functional.normalize(features, dim=1) @ self.reference.T
+        else:
+            # From the differences, as the detector computes them (torch.cdist's exact mode,
+            # which the exporter cannot translate); the graph holds a (batch, n_train,
+            # n_features) tensor for them.
+            difference = features.unsqueeze(1) - self.reference.unsqueeze(0)
+            similarity = -difference.pow(2).sum(-1).sqrt()
+        return similarity.topk(self.n_neighbors, dim=1).values.mean(1)
+
+
+class DeployedScore(nn.Module):
+    """A whole-score module with the detector's threshold: the three outputs of
+    ``score_samples``, ``decision_function`` and ``predict``, in float64 (int64
+    for the labels)."""
+
+    def __init__(self, score, offset):
+        super().__init__()
+        self.score = score
+        self.register_buffer("offset", torch.tensor(float(offset), dtype=torch.float64))
+
+    def forward(self, X: torch.Tensor):
+        scores = self.score(X).to(torch.float64)
+        decision = scores - self.offset
+        labels = torch.where(decision < 0, -1, 1).to(torch.int64)
+        return scores, decision, labels
