@@ -5,9 +5,11 @@ relative difference between onnxruntime's scores and ``score_samples`` on the
 test rows, Spearman's rank correlation, the pairs of rows the two put in a
 different order and the widest score gap among them (pairs closer than the
 rounding differences may swap), the export's seconds, the file size, and the scoring throughput
-(rows per second, best of ``--repeats``) of ``detector.score_samples`` (torch)
-and of ``InferenceSession.run`` (onnxruntime) on the same batches of
-``--batch`` rows with the same number of threads.
+(rows per second, best of ``--repeats``) of ``detector.score_samples`` (torch,
+with its input validation), of the bare torch module
+:func:`skgeoad.export.scoring_module` (the exported computation, under
+``torch.inference_mode``) and of ``InferenceSession.run`` (onnxruntime), on
+the same batches of ``--batch`` rows with the same number of threads.
 
 Budget (defaults): digits (8x8), training on ~90 images of digit 0 (the
 benchmark split's training half; IterativeClusterAE on all ten classes, ~900,
@@ -31,6 +33,7 @@ from scipy.stats import spearmanr
 
 from skgeoad import GeometricTransformDetector, IterativeClusterAEDetector, SubClusterDetector, export_onnx
 from skgeoad.datasets import load_digits_split
+from skgeoad.export import scoring_module
 
 
 def cases(X_train, y_train):
@@ -84,7 +87,7 @@ def main():
     print(f"digits, {len(X_test)} test rows, batches of {args.batch}, {args.threads} thread(s), "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
     header = ("detector", "rule", "max abs", "max rel", "spearman", "swapped pairs (widest gap)", "export s", "KiB",
-              "torch rows/s", "ort rows/s", "ort/torch")
+              "score_samples rows/s", "torch module rows/s", "ort rows/s", "ort/score_samples")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     directory = tempfile.mkdtemp()
@@ -102,10 +105,17 @@ def main():
             relative = difference / np.maximum(np.abs(expected), 1e-12)
             n_swapped, widest = discordant_pairs(scores, expected)
             torch_rate = best_rate(detector.score_samples, batches, args.repeats)
+            module = scoring_module(detector)
+
+            def module_scores(batch):
+                with torch.inference_mode():
+                    return module(torch.from_numpy(batch))
+
+            module_rate = best_rate(module_scores, batches, args.repeats)
             ort_rate = best_rate(lambda b: session.run(["score_samples"], {"X": b}), batches, args.repeats)
             row = (name, rule, f"{difference.max():.1e}", f"{relative.max():.1e}",
                    f"{spearmanr(scores, expected).statistic:.6f}", f"{n_swapped} ({widest:.1e})", f"{export_seconds:.1f}",
-                   f"{os.path.getsize(path) / 1024:.0f}", f"{torch_rate:,.0f}", f"{ort_rate:,.0f}",
+                   f"{os.path.getsize(path) / 1024:.0f}", f"{torch_rate:,.0f}", f"{module_rate:,.0f}", f"{ort_rate:,.0f}",
                    f"{ort_rate / torch_rate:.2f}")  # fmt: skip
             print(" | ".join(row), flush=True)
 
