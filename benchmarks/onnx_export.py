@@ -48,7 +48,7 @@ def cases(X_train, y_train):
     yield "IterativeClusterAE (conv)", conv, ("cosine", "mse")
     normal = y_train < 3
     sub = SubClusterDetector(epochs=10, **quick).fit(X_train[normal], cluster_labels=y_train[normal])
-    yield "SubCluster (CNN)", sub, ("msp", "kl", "knn")
+    yield "SubCluster (CNN)", sub, ("msp", "kl", "knn", "odin")
     yield "SubCluster (CNN), euclidean", sub.set_params(metric="euclidean"), ("knn",)
 
 

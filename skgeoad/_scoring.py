@@ -178,6 +178,48 @@ class SubClusterScore(nn.Module):
         return similarity.topk(self.n_neighbors, dim=1).values.mean(1)
 
 
+class OdinScore(nn.Module):
+    """SubCluster's ODIN score: max softmax at ``temperature`` of the input moved by ``epsilon``
+    against the gradient of the cross-entropy with its predicted sub-cluster.
+
+    The gradient is taken with ``torch.autograd`` in ``forward``, as the detector takes it;
+    :func:`skgeoad.export.export_onnx` traces that backward pass into plain operators.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    network : nn.Module
+        The sub-cluster classifier, its weights frozen.
+    input_shape : tuple of int or None
+        ``(C, H, W)`` of images, ``None`` for tabular rows.
+    temperature, epsilon : float
+    dtype : torch.dtype
+        The detector's compute dtype.
+    """
+
+    def __init__(self, scaling, network, input_shape, temperature, epsilon, dtype):
+        super().__init__()
+        self.scaling, self.network = scaling, network
+        self.input_shape = input_shape
+        self.temperature, self.epsilon = float(temperature), float(epsilon)
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        # Gradients even when called under no_grad or inference_mode (the clone makes
+        # an inference-mode input an ordinary tensor).
+        with torch.inference_mode(False), torch.enable_grad():
+            x = self.scaling(X.clone())
+            if self.input_shape is not None:
+                x = x.reshape(-1, *self.input_shape)
+            x = x.detach().requires_grad_(True)
+            logits = self.network(x).to(self.dtype) / self.temperature
+            loss = nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
+            (gradient,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                logits = self.network(x.detach() - self.epsilon * gradient.sign()).to(self.dtype)
+                return torch.softmax(logits / self.temperature, dim=1).amax(1)
+
+
 class DeployedScore(nn.Module):
     """A whole-score module with the detector's threshold: the three outputs of
     ``score_samples``, ``decision_function`` and ``predict``, in float64 (int64

@@ -14,17 +14,21 @@ What exports, and what does not
   ``"simplified"``.
 * :class:`~skgeoad.IterativeClusterAEDetector`: both autoencoders,
   ``score_type="cosine"`` and ``"mse"``.
-* :class:`~skgeoad.SubClusterDetector`: ``"msp"``, ``"kl"`` and ``"knn"`` (the
-  training features travel in the file as the neighbours), and the
-  single-cluster fallback.
-* Not :class:`~skgeoad.SubClusterDetector` with ``score_type="odin"``: ODIN
-  moves each input against the gradient of the network's loss with respect to
-  that input, and an ONNX inference graph has no automatic differentiation;
-  torch 2.13's exporter cannot write the network's backward pass as ONNX
-  operators either.
-* Not :class:`~skgeoad.ADGANDetector`: its score is an optimisation (Adam
-  steps on latent vectors, and with ``search="joint"`` on a private copy of
-  the generator per sample and seed), which needs the same gradients.
+* :class:`~skgeoad.SubClusterDetector`: ``"msp"``, ``"kl"``, ``"knn"`` (the
+  training features travel in the file as the neighbours), the single-cluster
+  fallback, and ``"odin"``: ODIN moves each input against the gradient of the
+  network's loss with respect to that input, and ``torch.export`` cannot
+  trace ``torch.autograd.grad``, so the score is first traced with ``make_fx``
+  into the operators of the backward pass (the input gradient of a
+  convolution is a transposed convolution), which the exporter translates.
+* Not :class:`~skgeoad.ADGANDetector`: its score is an optimisation, Adam
+  steps on ``n_seeds`` latent vectors per sample (with ``search="joint"``
+  also on a private copy of the generator's weights per sample and seed),
+  each step following the gradients of the previous one. Unrolled, the graph
+  would hold ``n_search_steps`` forward and backward passes of the generator
+  over every seed, and Adam's first steps divide each gradient by its own
+  magnitude, so rounding in near-zero gradients moves the search; this
+  version does not attempt it.
 
 The exporter
 ------------
@@ -46,7 +50,14 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._scoring import AutoencoderScore, DeployedScore, GeometricScore, RowScaling, SubClusterScore
+from ._scoring import (
+    AutoencoderScore,
+    DeployedScore,
+    GeometricScore,
+    OdinScore,
+    RowScaling,
+    SubClusterScore,
+)
 from .adgan import ADGANDetector
 from .dirichlet import PROBABILITY_FLOOR
 from .geometric import GeometricTransformDetector
@@ -87,8 +98,7 @@ def scoring_module(detector):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For a detector or a score rule that cannot be exported faithfully,
-        saying why.
+        For :class:`~skgeoad.ADGANDetector`, whose score is an optimisation.
     TypeError
         For anything that is not a skgeoad detector.
 
@@ -156,10 +166,8 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     Parameters
     ----------
     detector : GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector
-        A fitted detector. :class:`~skgeoad.ADGANDetector` and
-        ``SubClusterDetector(score_type="odin")`` are refused: their scores
-        differentiate through the network, which an ONNX inference graph
-        cannot (see :mod:`skgeoad.export`).
+        A fitted detector, any score rule. :class:`~skgeoad.ADGANDetector` is
+        refused: its score is an optimisation (see :mod:`skgeoad.export`).
     path : str or os.PathLike
         Where to write the ``.onnx`` file (one file, weights included).
     opset_version : int, default=18
@@ -178,7 +186,7 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For a detector or rule that cannot be exported faithfully.
+        For :class:`~skgeoad.ADGANDetector`, saying why.
 
     Examples
     --------
@@ -205,6 +213,8 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     deployed = DeployedScore(score, offset).eval()
     example = torch.zeros(_TRACE_BATCH, detector.n_features_in_, dtype=torch.float32)
     with _quiet_exporter(), torch.no_grad():
+        if isinstance(score, OdinScore):
+            deployed = _backward_traced(deployed, example)
         program = torch.onnx.export(
             deployed,
             (example,),
@@ -283,6 +293,73 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
+# -- input gradients as plain operators ----------------------------------------
+
+
+def _input_gradient_of_convolution(grad_output, input, weight, bias_sizes, stride, padding, dilation,
+                                   transposed, output_padding, groups, output_mask):  # fmt: skip
+    """``aten.convolution_backward`` for the input only (the weights are frozen), as the
+    transposed convolution it is; the exporter has no translation of the backward op itself."""
+    if transposed or any(output_mask[1:]):
+        raise NotImplementedError("only the input gradient of a plain convolution is traced")
+    sizes = [
+        (grad_output.shape[i + 2] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[i + 2] - 1) + 1
+        for i in range(2)
+    ]
+    # A strided convolution drops trailing rows and columns; the transposed one adds them back.
+    output_padding = [input.shape[i + 2] - sizes[i] for i in range(2)]
+    grad_input = torch.nn.functional.conv_transpose2d(
+        grad_output, weight, None, stride, padding, output_padding, groups, dilation
+    )
+    return grad_input, None, None
+
+
+def _backward_decompositions():
+    from torch._decomp import decomposition_table
+
+    aten = torch.ops.aten
+    return {
+        aten.convolution_backward.default: _input_gradient_of_convolution,
+        aten.max_pool2d_with_indices_backward.default: decomposition_table[
+            aten.max_pool2d_with_indices_backward.default
+        ],
+    }
+
+
+class _TracedGraph(torch.nn.Module):
+    """A traced function of ``(X, *tensors)`` with the tensors held as buffers."""
+
+    def __init__(self, graph, tensors):
+        super().__init__()
+        self.graph_module = graph
+        self.n_tensors = len(tensors)
+        for i, tensor in enumerate(tensors):
+            self.register_buffer(f"tensor_{i}", tensor.detach().clone())
+
+    def forward(self, X):
+        return self.graph_module(X, *(getattr(self, f"tensor_{i}") for i in range(self.n_tensors)))
+
+
+def _backward_traced(module, example):
+    """``module`` with the autograd calls in its ``forward`` traced into the operators of the
+    backward pass (``make_fx``, batch axis symbolic), which the exporter can translate:
+    ``torch.export`` cannot trace ``torch.autograd.grad`` itself."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functional_call
+
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    names = list(state)
+
+    def run(X, *tensors):
+        return functional_call(module, dict(zip(names, tensors)), (X,))
+
+    with torch.enable_grad():
+        graph = make_fx(run, tracing_mode="symbolic", decomposition_table=_backward_decompositions())(
+            example, *state.values()
+        )
+    return _TracedGraph(graph, list(state.values())).eval()
+
+
 # -- per detector ------------------------------------------------------------
 
 
@@ -347,13 +424,9 @@ def _subcluster(detector):
         embedding = tuple(_cpu_tensor(t).to(dtype) for t in detector.embedding_)
     else:
         if rule == "odin":
-            raise ValueError(
-                "SubClusterDetector(score_type='odin') cannot be exported to ONNX faithfully: ODIN moves "
-                "each input against the gradient of the network's loss with respect to that input, and an "
-                "ONNX inference graph has no automatic differentiation (torch's exporter cannot write the "
-                "network's backward pass either). Export score_type 'msp', 'kl' or 'knn' instead "
-                "(detector.set_params(score_type='msp'): no refit, each rule keeps its own offset), or "
-                "serve ODIN from Python with the detector itself (skgeoad.save / joblib)."
+            network = _cpu_copy(detector.network_).to(dtype).requires_grad_(False)
+            return OdinScore(
+                _scaling(detector), network, _chw(detector), detector.temperature, detector.epsilon, dtype
             )
         network, metric, embedding = _cpu_copy(detector.network_).to(dtype), detector.metric, None
     reference = _cpu_tensor(detector.train_features_).to(dtype)
@@ -369,10 +442,9 @@ def _adgan(detector):
         "ADGANDetector cannot be exported to ONNX: its score is an optimisation, not a function "
         f"evaluation. Each sample is scored by {detector.n_search_steps} Adam steps on "
         f"{detector.n_seeds} latent vectors (and, with search='joint', on a private copy of the "
-        "generator's weights per sample and seed), each step needing the gradient of the reconstruction "
-        "error with respect to latents and weights; an ONNX inference graph has no automatic "
-        "differentiation. Serve ADGAN from Python (skgeoad.save / joblib), or export one of "
-        "GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector (msp, kl, knn)."
+        "generator's weights per sample and seed), each step following the gradients of the previous "
+        "one. Serve ADGAN from Python (skgeoad.save / joblib), or export one of "
+        "GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector."
     )
 
 

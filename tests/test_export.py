@@ -82,9 +82,11 @@ CASES = [
     ("subcluster", {"score_type": "kl"}),
     ("subcluster", {"score_type": "knn"}),
     ("subcluster", {"score_type": "knn", "metric": "euclidean"}),
+    ("subcluster", {"score_type": "odin"}),
     ("subcluster_single", {"score_type": "odin"}),  # one sub-cluster: every rule is Euclidean k-NN
     ("subcluster_tabular", {"score_type": "msp"}),
     ("subcluster_tabular", {"score_type": "knn"}),
+    ("subcluster_tabular", {"score_type": "odin"}),
 ]
 
 
@@ -204,12 +206,24 @@ def test_scoring_module_is_the_same_score_in_torch(fitted, rows):
     np.testing.assert_allclose(scores, detector.score_samples(X), rtol=1e-6, atol=1e-7)
 
 
-def test_odin_is_refused_with_the_reason_and_the_alternatives(fitted, tmp_path):
+def test_odin_exports_its_input_gradient(fitted, rows, tmp_path):
+    """ODIN's perturbation needs the gradient of the loss with respect to the input: the
+    graph holds that backward pass as operators (transposed convolutions, unpooling)."""
     detector = fitted("subcluster").set_params(score_type="odin")
-    with pytest.raises(ValueError, match="gradient.*'msp', 'kl' or 'knn'"):
-        export_onnx(detector, tmp_path / "model.onnx")
-    assert not (tmp_path / "model.onnx").exists()
-    detector.set_params(score_type="msp")
+    try:
+        model = export_onnx(detector, tmp_path / "model.onnx")
+        operators = {node.op_type for node in model.graph.node}
+        assert "ConvTranspose" in operators
+        # The scores react to epsilon: without the perturbation they would be plain MSP at T.
+        X = rows[2][:40]
+        scores = _session(tmp_path / "model.onnx").run(["score_samples"], {"X": X})[0]
+        export_onnx(detector.set_params(epsilon=0.0), tmp_path / "plain.onnx")
+        plain = _session(tmp_path / "plain.onnx").run(["score_samples"], {"X": X})[0]
+        # The step makes the predicted sub-cluster more likely (to first order).
+        assert np.mean(scores > plain) > 0.9
+        np.testing.assert_allclose(plain, detector.score_samples(X), rtol=1e-6)
+    finally:
+        detector.set_params(score_type="msp", epsilon=0.0014)
 
 
 def test_adgan_is_refused_with_the_reason(rows, tmp_path):
