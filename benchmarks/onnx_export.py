@@ -31,7 +31,12 @@ import onnxruntime
 import torch
 from scipy.stats import spearmanr
 
-from skgeoad import GeometricTransformDetector, IterativeClusterAEDetector, SubClusterDetector, export_onnx
+from skgeoad import (
+    GeometricTransformDetector,
+    IterativeClusterAEDetector,
+    SubClusterDetector,
+    export_onnx,
+)
 from skgeoad.datasets import load_digits_split
 from skgeoad.export import scoring_module
 
@@ -107,12 +112,12 @@ def main():
             torch_rate = best_rate(detector.score_samples, batches, args.repeats)
             module = scoring_module(detector)
 
-            def module_scores(batch):
+            def module_scores(batch, module=module):
                 with torch.inference_mode():
                     return module(torch.from_numpy(batch))
 
             module_rate = best_rate(module_scores, batches, args.repeats)
-            ort_rate = best_rate(lambda b: session.run(["score_samples"], {"X": b}), batches, args.repeats)
+            ort_rate = best_rate(lambda b, s=session: s.run(["score_samples"], {"X": b}), batches, args.repeats)
             row = (name, rule, f"{difference.max():.1e}", f"{relative.max():.1e}",
                    f"{spearmanr(scores, expected).statistic:.6f}", f"{n_swapped} ({widest:.1e})", f"{export_seconds:.1f}",
                    f"{os.path.getsize(path) / 1024:.0f}", f"{torch_rate:,.0f}", f"{module_rate:,.0f}", f"{ort_rate:,.0f}",

@@ -344,8 +344,8 @@ def _backward_traced(module, example):
     """``module`` with the autograd calls in its ``forward`` traced into the operators of the
     backward pass (``make_fx``, batch axis symbolic), which the exporter can translate:
     ``torch.export`` cannot trace ``torch.autograd.grad`` itself."""
-    from torch.fx.experimental.proxy_tensor import make_fx
     from torch.func import functional_call
+    from torch.fx.experimental.proxy_tensor import make_fx
 
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     names = list(state)

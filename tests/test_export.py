@@ -8,8 +8,8 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from sklearn.exceptions import NotFittedError
 from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import NotFittedError
 
 from skgeoad import (
     ADGANDetector,
