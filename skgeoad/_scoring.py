@@ -220,6 +220,71 @@ class OdinScore(nn.Module):
                 return torch.softmax(logits / self.temperature, dim=1).amax(1)
 
 
+class LatentSearchScore(nn.Module):
+    """ADGAN's score with ``search="latent"``: minus the mean squared error left after
+    ``n_search_steps`` Adam steps on each of the ``latent_seeds``, the generator fixed.
+
+    The steps' gradients are taken with ``torch.autograd`` in ``forward``, as the detector
+    takes them; :func:`skgeoad.export.export_onnx` traces them into plain operators.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    generator : nn.Module
+        The trained generator, its weights frozen.
+    latent_seeds : torch.Tensor of shape (n_seeds, latent_dim)
+    image_shape : tuple of int or None
+        ``(H, W, C)`` of images, ``None`` for tabular rows.
+    side : int or None
+        The generator's square image side (images are padded to it with -1).
+    n_search_steps : int
+    latent_lr : float
+    betas : tuple of float
+        Adam's betas.
+    """
+
+    def __init__(self, scaling, generator, latent_seeds, image_shape, side, n_search_steps, latent_lr, betas):
+        super().__init__()
+        self.scaling, self.generator = scaling, generator
+        self.register_buffer("latent_seeds", latent_seeds)
+        self.image_shape, self.side = image_shape, side
+        self.n_search_steps, self.latent_lr, self.betas = int(n_search_steps), float(latent_lr), tuple(betas)
+
+    def _targets(self, X):
+        """Scaled rows as the generator's images: ``(n, C, side, side)``, padded with -1."""
+        if self.image_shape is None:
+            return X
+        height, width, channels = self.image_shape
+        # reshape(-1, ...), not view(len(X), ...): len() would fix the batch size in a trace.
+        images = X.reshape(-1, channels, height, width)
+        if self.side == height == width:
+            return images
+        top, left = (self.side - height) // 2, (self.side - width) // 2
+        padding = (left, self.side - width - left, top, self.side - height - top)
+        return nn.functional.pad(images, padding, value=-1.0)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(False), torch.enable_grad():
+            targets = self._targets(self.scaling(X.clone()))
+            n_seeds = self.latent_seeds.shape[0]
+            # Row i * n_seeds + j searches from seed j towards sample i, as the detector pairs them.
+            targets = targets.repeat_interleave(n_seeds, 0)
+            latent = self.latent_seeds.repeat(targets.shape[0] // n_seeds, 1).clone().requires_grad_(True)
+            # Adam's own update rule (the detector's optimiser), one row per search.
+            optimizer = torch.optim.Adam([latent], lr=self.latent_lr, betas=self.betas, foreach=False)
+            for _ in range(self.n_search_steps):
+                loss = _squared_error(self.generator(latent), targets)
+                (latent.grad,) = torch.autograd.grad(loss.sum(), latent)
+                optimizer.step()
+            with torch.no_grad():
+                losses = _squared_error(self.generator(latent), targets)
+                return -losses.reshape(-1, n_seeds).mean(1)
+
+
+def _squared_error(images, targets):
+    return ((images - targets) ** 2).flatten(1).sum(1)
+
+
 class DeployedScore(nn.Module):
     """A whole-score module with the detector's threshold: the three outputs of
     ``score_samples``, ``decision_function`` and ``predict``, in float64 (int64

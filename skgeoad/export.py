@@ -21,14 +21,15 @@ What exports, and what does not
   trace ``torch.autograd.grad``, so the score is first traced with ``make_fx``
   into the operators of the backward pass (the input gradient of a
   convolution is a transposed convolution), which the exporter translates.
-* Not :class:`~skgeoad.ADGANDetector`: its score is an optimisation, Adam
-  steps on ``n_seeds`` latent vectors per sample (with ``search="joint"``
-  also on a private copy of the generator's weights per sample and seed),
-  each step following the gradients of the previous one. Unrolled, the graph
-  would hold ``n_search_steps`` forward and backward passes of the generator
-  over every seed, and Adam's first steps divide each gradient by its own
-  magnitude, so rounding in near-zero gradients moves the search; this
-  version does not attempt it.
+* :class:`~skgeoad.ADGANDetector` with ``search="latent"``: the score is an
+  optimisation, ``n_search_steps`` Adam steps on each of the ``n_seeds``
+  latent vectors per sample with the generator fixed; the graph unrolls them
+  (the same tracing of the gradients as ODIN, Adam's update as torch
+  computes it), one row per (sample, seed) search.
+* Not :class:`~skgeoad.ADGANDetector` with ``search="joint"`` (the default):
+  each (sample, seed) search also moves its own copy of the generator's
+  weights (vmapped weight gradients, a fused Adam over the copies), which
+  the exporter cannot translate. Fit with ``search="latent"`` to export.
 
 The exporter
 ------------
@@ -54,11 +55,12 @@ from ._scoring import (
     AutoencoderScore,
     DeployedScore,
     GeometricScore,
+    LatentSearchScore,
     OdinScore,
     RowScaling,
     SubClusterScore,
 )
-from .adgan import ADGANDetector
+from .adgan import _SEARCH_BETAS, ADGANDetector
 from .dirichlet import PROBABILITY_FLOOR
 from .geometric import GeometricTransformDetector
 from .iterative_ae import IterativeClusterAEDetector
@@ -84,7 +86,7 @@ def scoring_module(detector):
 
     Parameters
     ----------
-    detector : GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector
+    detector : GeometricTransformDetector, IterativeClusterAEDetector, SubClusterDetector or ADGANDetector
         A fitted detector (see :mod:`skgeoad.export` for what can be exported).
 
     Returns
@@ -98,7 +100,7 @@ def scoring_module(detector):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For :class:`~skgeoad.ADGANDetector`, whose score is an optimisation.
+        For ``ADGANDetector(search="joint")``, saying why.
     TypeError
         For anything that is not a skgeoad detector.
 
@@ -165,9 +167,9 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
 
     Parameters
     ----------
-    detector : GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector
-        A fitted detector, any score rule. :class:`~skgeoad.ADGANDetector` is
-        refused: its score is an optimisation (see :mod:`skgeoad.export`).
+    detector : GeometricTransformDetector, IterativeClusterAEDetector, SubClusterDetector or ADGANDetector
+        A fitted detector, any score rule; :class:`~skgeoad.ADGANDetector`
+        with ``search="latent"`` only (see :mod:`skgeoad.export`).
     path : str or os.PathLike
         Where to write the ``.onnx`` file (one file, weights included).
     opset_version : int, default=18
@@ -186,7 +188,7 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For :class:`~skgeoad.ADGANDetector`, saying why.
+        For ``ADGANDetector(search="joint")``, saying why.
 
     Examples
     --------
@@ -213,7 +215,7 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     deployed = DeployedScore(score, offset).eval()
     example = torch.zeros(_TRACE_BATCH, detector.n_features_in_, dtype=torch.float32)
     with _quiet_exporter(), torch.no_grad():
-        if isinstance(score, OdinScore):
+        if isinstance(score, (OdinScore, LatentSearchScore)):
             deployed = _backward_traced(deployed, example)
         program = torch.onnx.export(
             deployed,
@@ -298,10 +300,14 @@ def _quiet_exporter():
 
 def _input_gradient_of_convolution(grad_output, input, weight, bias_sizes, stride, padding, dilation,
                                    transposed, output_padding, groups, output_mask):  # fmt: skip
-    """``aten.convolution_backward`` for the input only (the weights are frozen), as the
-    transposed convolution it is; the exporter has no translation of the backward op itself."""
-    if transposed or any(output_mask[1:]):
-        raise NotImplementedError("only the input gradient of a plain convolution is traced")
+    """``aten.convolution_backward`` for the input only (the weights are frozen): the input
+    gradient of a convolution is a transposed convolution with the same weights, and that of
+    a transposed convolution a convolution. The exporter has no translation of the backward op."""
+    if any(output_mask[1:]) or len(weight.shape) != 4:
+        raise NotImplementedError("only the input gradient of a 2-D convolution is traced")
+    if transposed:
+        grad_input = torch.nn.functional.conv2d(grad_output, weight, None, stride, padding, dilation, groups)
+        return grad_input, None, None
     sizes = [
         (grad_output.shape[i + 2] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[i + 2] - 1) + 1
         for i in range(2)
@@ -438,13 +444,25 @@ def _subcluster(detector):
 
 
 def _adgan(detector):
-    raise ValueError(
-        "ADGANDetector cannot be exported to ONNX: its score is an optimisation, not a function "
-        f"evaluation. Each sample is scored by {detector.n_search_steps} Adam steps on "
-        f"{detector.n_seeds} latent vectors (and, with search='joint', on a private copy of the "
-        "generator's weights per sample and seed), each step following the gradients of the previous "
-        "one. Serve ADGAN from Python (skgeoad.save / joblib), or export one of "
-        "GeometricTransformDetector, IterativeClusterAEDetector or SubClusterDetector."
+    if detector.search == "joint":
+        raise ValueError(
+            "ADGANDetector(search='joint') cannot be exported to ONNX: each sample and seed searches "
+            "with its own copy of the generator's weights (vmapped weight gradients and a fused Adam "
+            f"over {detector.n_seeds} copies per sample), which torch's exporter cannot translate. "
+            "Fit with search='latent' (the generator fixed, Adam on the latent vectors only: that "
+            "search exports), or serve the joint search from Python (skgeoad.save / joblib)."
+        )
+    dtype = _compute_dtype(detector)
+    images = detector.image_shape_ is not None
+    return LatentSearchScore(
+        _scaling(detector),
+        _cpu_copy(detector.generator_).to(dtype).requires_grad_(False),
+        _cpu_tensor(detector.latent_seeds_).to(dtype),
+        detector.image_shape_,
+        detector._side if images else None,
+        detector.n_search_steps,
+        detector.latent_lr,
+        _SEARCH_BETAS,
     )
 
 

@@ -65,6 +65,10 @@ def _fit(kind, rows, tabular):
         return SubClusterDetector(n_clusters=1, **quick).fit(X[y == 0])
     if kind == "subcluster_tabular":
         return SubClusterDetector(epochs=2, **quick).fit(tabular[0], cluster_labels=tabular[1])
+    if kind == "adgan":
+        return ADGANDetector(latent_dim=8, epochs=2, n_seeds=4, search="latent", **quick).fit(X[y == 0][:60])
+    if kind == "adgan_tabular":
+        return ADGANDetector(latent_dim=4, epochs=2, n_seeds=4, search="latent", **quick).fit(tabular[0])
     raise ValueError(kind)
 
 
@@ -87,6 +91,8 @@ CASES = [
     ("subcluster_tabular", {"score_type": "msp"}),
     ("subcluster_tabular", {"score_type": "knn"}),
     ("subcluster_tabular", {"score_type": "odin"}),
+    ("adgan", {"search": "latent"}),
+    ("adgan_tabular", {"search": "latent"}),
 ]
 
 
@@ -226,12 +232,14 @@ def test_odin_exports_its_input_gradient(fitted, rows, tmp_path):
         detector.set_params(score_type="msp", epsilon=0.0014)
 
 
-def test_adgan_is_refused_with_the_reason(rows, tmp_path):
+def test_adgan_joint_search_is_refused_with_the_reason_and_the_alternative(rows, tmp_path):
     X, y, _ = rows
     detector = ADGANDetector(latent_dim=4, epochs=1, n_seeds=2, n_search_steps=1, device="cpu", random_state=0)
     detector.fit(X[y == 0][:30])
-    with pytest.raises(ValueError, match="ADGANDetector cannot be exported.*optimisation"):
+    assert detector.search == "joint"  # the default
+    with pytest.raises(ValueError, match="search='joint'.*own copy of the generator.*search='latent'"):
         export_onnx(detector, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
 
 
 def test_unfitted_detectors_and_other_estimators_are_refused(rows, tmp_path):
