@@ -33,6 +33,7 @@ import torch
 from scipy.stats import spearmanr
 
 from skgeoad import (
+    ADGANDetector,
     GeometricTransformDetector,
     IterativeClusterAEDetector,
     SubClusterDetector,

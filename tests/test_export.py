@@ -115,12 +115,12 @@ def _new_rows(kind, rows, tabular):
     return rows[2][: N_SCORED // 3 if kind == "geom" else N_SCORED]
 
 
-def _assert_same_order(scores, expected):
-    """The same ranking, but for pairs of rows whose scores tie to float32 rounding
-    (their order is the rounding's)."""
+def _assert_same_order(scores, expected, tie=1e-6):
+    """The same ranking, but for pairs of rows whose scores tie to ``tie`` relative (their
+    order is the rounding's)."""
     swapped = np.sign(scores[:, None] - scores[None]) != np.sign(expected[:, None] - expected[None])
     gaps = np.abs(expected[:, None] - expected[None])[swapped]
-    assert not len(gaps) or gaps.max() <= 1e-6 * np.abs(expected).max(), f"{len(gaps) // 2} pairs swapped"
+    assert not len(gaps) or gaps.max() <= tie * np.abs(expected).max(), f"{len(gaps) // 2} pairs swapped"
 
 
 def _session(path):
@@ -139,7 +139,10 @@ def test_onnxruntime_reproduces_score_samples(kind, params, fitted, rows, tabula
     scores, decision, labels = session.run(None, {"X": X})
     assert scores.shape == (len(X),) and scores.dtype == np.float64
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
-    _assert_same_order(scores, expected)
+    # ADGAN's Adam steps divide each gradient by its own magnitude, which amplifies rounding:
+    # its scores agree to ~1e-4 relative (5.6e-5 in benchmarks/onnx_export.py), and pairs
+    # closer than that may swap.
+    _assert_same_order(scores, expected, tie=1e-4 if kind.startswith("adgan") else 1e-6)
     # decision_function is score_samples - offset_ of the rule, as in the detector.
     np.testing.assert_allclose(decision, scores - detector._offset(), rtol=0, atol=1e-9)
     assert labels.dtype == np.int64 and set(np.unique(labels)) <= {-1, 1}
