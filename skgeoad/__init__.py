@@ -2,6 +2,7 @@
 
 from ._config import config_context, get_config, set_config
 from .adgan import ADGANDetector
+from .export import export_onnx
 from .geometric import GeometricTransformDetector
 from .iterative_ae import IterativeClusterAEDetector
 from .persistence import load, save
@@ -16,6 +17,7 @@ __all__ = [
     "SubClusterDetector",
     "__version__",
     "config_context",
+    "export_onnx",
     "get_config",
     "load",
     "save",

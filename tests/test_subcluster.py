@@ -113,6 +113,13 @@ def test_a_single_sub_cluster_falls_back_to_euclidean_knn_in_the_pca_embedding(d
     assert roc_auc_score(y_test == 0, scores["knn"]) > 0.97  # measured 1.000 (digits 3: 0.997, 8: 0.985)
     same = SubClusterDetector(n_clusters=1, device="cpu", random_state=0).fit(zeros)
     np.testing.assert_array_equal(same.score_samples(X_test), scores["knn"])
+    # Distances from differences, to float32 precision: the ||a||^2 - 2ab + ||b||^2
+    # expansion lost near neighbours to cancellation (up to 1e-3 relative on digits).
+    reference = detector.train_features_
+    near = reference[:20] + 1e-3 * torch.randn(20, reference.shape[1], generator=torch.Generator().manual_seed(0))
+    exact = np.linalg.norm(near.double().numpy()[:, None] - reference.double().numpy()[None], axis=2)
+    exact = -np.sort(exact, axis=1)[:, : detector.n_neighbors].mean(1)
+    np.testing.assert_allclose(detector._knn(near).double().numpy(), exact, rtol=1e-5)
 
 
 def test_network_choice(rng):

@@ -1,0 +1,302 @@
+"""Whole-score modules: raw rows in, ``score_samples`` out, as plain ``nn.Module``s.
+
+A fitted detector scores in steps spread over its methods (validated rows ->
+scaled tensors on the device -> transformations -> network -> score rule),
+with chunking, progress bars and device handling around them. The modules here
+are the same arithmetic as one ``forward``, for a whole batch at once, with
+everything learned held as buffers: what ONNX export and other graph tools
+need. They know nothing of scikit-learn; :mod:`skgeoad.export` builds them
+from a fitted detector.
+
+Each reproduces its detector's float32 (tabular: float64) path, op for op, so
+that the scores agree to float rounding; a detector fitted with
+``mixed_precision`` scores in bf16 and differs from them by bf16's rounding.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class RowScaling(nn.Module):
+    """Raw rows ``(n, n_features)`` to the detector's scaled samples.
+
+    Images: ``(x - low) * scale - 1`` (the training min/max to [-1, 1]), read
+    channels last and returned as ``(n, C, H * W)``. Tabular rows:
+    ``(x - mean) * inverse_std``, returned as ``(n, d)``. The rows are first
+    cast to ``dtype``, as :class:`~skgeoad._data.DeviceData` casts them.
+    """
+
+    def __init__(self, shift, scale, image_shape, dtype):
+        super().__init__()
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=dtype))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=dtype))
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = (X.to(self.dtype) - self.shift) * self.scale
+        if self.image_shape is None:
+            return X
+        height, width, channels = self.image_shape
+        return (X - 1.0).reshape(-1, height * width, channels).transpose(1, 2)
+
+
+class GeometricScore(nn.Module):
+    """GEOM's score: every transformation of a sample, the classifier, the rule.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    transformations : nn.Module
+        :class:`~skgeoad.transforms.GeometricTransformations` or
+        :class:`~skgeoad.transforms.AffineTransformations` (its ``expand``).
+    network : nn.Module
+        The transformation classifier.
+    rule : {"dirichlet", "simplified"}
+    alpha_minus_one : torch.Tensor of shape (T, T)
+        ``alpha_ - 1`` in float64 (the Dirichlet rule's weights).
+    floor : float
+        Log-probabilities are clipped below at it.
+    """
+
+    def __init__(self, scaling, transformations, network, rule, alpha_minus_one, floor):
+        super().__init__()
+        self.scaling, self.transformations, self.network = scaling, transformations, network
+        self.rule = rule
+        self.n_transforms = int(alpha_minus_one.shape[0])
+        self.register_buffer("alpha_minus_one", alpha_minus_one)
+        self.floor = float(floor)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        n_transforms = self.n_transforms
+        logits = self.network(self.transformations.expand(self.scaling(X)))
+        log_p = torch.log_softmax(logits.float(), dim=1).clamp_min(self.floor)
+        log_p = log_p.reshape(-1, n_transforms, n_transforms)
+        if self.rule == "simplified":
+            return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
+        weighted = log_p.to(self.alpha_minus_one.dtype) * self.alpha_minus_one
+        return weighted.sum((1, 2)) / n_transforms
+
+
+class AutoencoderScore(nn.Module):
+    """IterativeClusterAE's score: how well the autoencoder reconstructs a sample.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    autoencoder : nn.Module
+        With ``encode`` and ``decode``.
+    rule : {"cosine", "mse"}
+    input_shape : tuple of int or None
+        Images: ``(C, H, W)`` for a convolutional autoencoder, ``None`` for
+        flat input. Images enter as intensities in [0, 1].
+    images : bool
+        Whether the samples are images (shifted to [0, 1]) or tabular rows.
+    """
+
+    def __init__(self, scaling, autoencoder, rule, input_shape, images):
+        super().__init__()
+        self.scaling, self.autoencoder, self.rule = scaling, autoencoder, rule
+        self.input_shape = input_shape
+        self.images = images
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = self.scaling(X)
+        if self.images:
+            X = (X + 1.0) * 0.5
+            X = X.flatten(1) if self.input_shape is None else X.reshape(-1, *self.input_shape)
+        reconstruction = self.autoencoder.decode(self.autoencoder.encode(X))
+        X, reconstruction = X.flatten(1), reconstruction.to(X.dtype).flatten(1)
+        if self.rule == "cosine":
+            return nn.functional.cosine_similarity(X, reconstruction, dim=1)
+        return -(X - reconstruction).pow(2).mean(1)
+
+
+class SubClusterScore(nn.Module):
+    """SubCluster's score from the classifier's softmax (MSP, KL) or features (k-NN).
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    network : nn.Module or None
+        The sub-cluster classifier (``forward_features`` / ``forward_head``);
+        ``None`` for the single-cluster fallback, which scores by Euclidean
+        k-NN in the PCA embedding.
+    rule : {"msp", "kl", "knn"}
+    input_shape : tuple of int or None
+        ``(C, H, W)`` of images, ``None`` for tabular rows.
+    reference : torch.Tensor of shape (n_train, n_features_out)
+        Features of the samples trained on (the k-NN rule's neighbours),
+        already normalised for the cosine metric.
+    n_neighbors : int
+    metric : {"cosine", "euclidean"}
+    embedding : tuple of torch.Tensor or None
+        PCA ``(mean, components)`` of the single-cluster fallback.
+    dtype : torch.dtype
+        The detector's compute dtype.
+    """
+
+    def __init__(self, scaling, network, rule, input_shape, reference, n_neighbors, metric, embedding, dtype):
+        super().__init__()
+        self.scaling, self.network, self.rule = scaling, network, rule
+        self.input_shape = input_shape
+        self.register_buffer("reference", reference)
+        self.n_neighbors = min(int(n_neighbors), len(reference))
+        self.metric = metric
+        if embedding is not None:
+            self.register_buffer("embedding_mean", embedding[0])
+            self.register_buffer("embedding_components", embedding[1])
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = self.scaling(X)
+        if self.network is None:
+            features = (X.flatten(1) - self.embedding_mean) @ self.embedding_components
+            return self._knn(features)
+        if self.input_shape is not None:
+            X = X.reshape(-1, *self.input_shape)
+        features = self.network.forward_features(X)
+        if self.rule == "knn":
+            return self._knn(features.to(self.dtype))
+        logits = self.network.forward_head(features).to(self.dtype)
+        if self.rule == "msp":
+            return torch.softmax(logits, dim=1).amax(1)
+        log_p = torch.log_softmax(logits, dim=1)
+        return (log_p.exp() * log_p).sum(1) + math.log(logits.shape[1])
+
+    def _knn(self, features):
+        if self.metric == "cosine":
+            similarity = nn.functional.normalize(features, dim=1) @ self.reference.T
+        else:
+            # From the differences, as the detector computes them (torch.cdist's exact mode,
+            # which the exporter cannot translate); the graph holds a (batch, n_train,
+            # n_features) tensor for them.
+            difference = features.unsqueeze(1) - self.reference.unsqueeze(0)
+            similarity = -difference.pow(2).sum(-1).sqrt()
+        return similarity.topk(self.n_neighbors, dim=1).values.mean(1)
+
+
+class OdinScore(nn.Module):
+    """SubCluster's ODIN score: max softmax at ``temperature`` of the input moved by ``epsilon``
+    against the gradient of the cross-entropy with its predicted sub-cluster.
+
+    The gradient is taken with ``torch.autograd`` in ``forward``, as the detector takes it;
+    :func:`skgeoad.export.export_onnx` traces that backward pass into plain operators.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    network : nn.Module
+        The sub-cluster classifier, its weights frozen.
+    input_shape : tuple of int or None
+        ``(C, H, W)`` of images, ``None`` for tabular rows.
+    temperature, epsilon : float
+    dtype : torch.dtype
+        The detector's compute dtype.
+    """
+
+    def __init__(self, scaling, network, input_shape, temperature, epsilon, dtype):
+        super().__init__()
+        self.scaling, self.network = scaling, network
+        self.input_shape = input_shape
+        self.temperature, self.epsilon = float(temperature), float(epsilon)
+        self.dtype = dtype
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        # Gradients even when called under no_grad or inference_mode (the clone makes
+        # an inference-mode input an ordinary tensor).
+        with torch.inference_mode(False), torch.enable_grad():
+            x = self.scaling(X.clone())
+            if self.input_shape is not None:
+                x = x.reshape(-1, *self.input_shape)
+            x = x.detach().requires_grad_(True)
+            logits = self.network(x).to(self.dtype) / self.temperature
+            loss = nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
+            (gradient,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                logits = self.network(x.detach() - self.epsilon * gradient.sign()).to(self.dtype)
+                return torch.softmax(logits / self.temperature, dim=1).amax(1)
+
+
+class LatentSearchScore(nn.Module):
+    """ADGAN's score with ``search="latent"``: minus the mean squared error left after
+    ``n_search_steps`` Adam steps on each of the ``latent_seeds``, the generator fixed.
+
+    The steps' gradients are taken with ``torch.autograd`` in ``forward``, as the detector
+    takes them; :func:`skgeoad.export.export_onnx` traces them into plain operators.
+
+    Parameters
+    ----------
+    scaling : RowScaling
+    generator : nn.Module
+        The trained generator, its weights frozen.
+    latent_seeds : torch.Tensor of shape (n_seeds, latent_dim)
+    image_shape : tuple of int or None
+        ``(H, W, C)`` of images, ``None`` for tabular rows.
+    side : int or None
+        The generator's square image side (images are padded to it with -1).
+    n_search_steps : int
+    latent_lr : float
+    betas : tuple of float
+        Adam's betas.
+    """
+
+    def __init__(self, scaling, generator, latent_seeds, image_shape, side, n_search_steps, latent_lr, betas):
+        super().__init__()
+        self.scaling, self.generator = scaling, generator
+        self.register_buffer("latent_seeds", latent_seeds)
+        self.image_shape, self.side = image_shape, side
+        self.n_search_steps, self.latent_lr, self.betas = int(n_search_steps), float(latent_lr), tuple(betas)
+
+    def _targets(self, X):
+        """Scaled rows as the generator's images: ``(n, C, side, side)``, padded with -1."""
+        if self.image_shape is None:
+            return X
+        height, width, channels = self.image_shape
+        # reshape(-1, ...), not view(len(X), ...): len() would fix the batch size in a trace.
+        images = X.reshape(-1, channels, height, width)
+        if self.side == height == width:
+            return images
+        top, left = (self.side - height) // 2, (self.side - width) // 2
+        padding = (left, self.side - width - left, top, self.side - height - top)
+        return nn.functional.pad(images, padding, value=-1.0)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(False), torch.enable_grad():
+            targets = self._targets(self.scaling(X.clone()))
+            n_seeds = self.latent_seeds.shape[0]
+            # Row i * n_seeds + j searches from seed j towards sample i, as the detector pairs them.
+            targets = targets.repeat_interleave(n_seeds, 0)
+            latent = self.latent_seeds.repeat(targets.shape[0] // n_seeds, 1).clone().requires_grad_(True)
+            # Adam's own update rule (the detector's optimiser), one row per search.
+            optimizer = torch.optim.Adam([latent], lr=self.latent_lr, betas=self.betas, foreach=False)
+            for _ in range(self.n_search_steps):
+                loss = _squared_error(self.generator(latent), targets)
+                (latent.grad,) = torch.autograd.grad(loss.sum(), latent)
+                optimizer.step()
+            with torch.no_grad():
+                losses = _squared_error(self.generator(latent), targets)
+                return -losses.reshape(-1, n_seeds).mean(1)
+
+
+def _squared_error(images, targets):
+    return ((images - targets) ** 2).flatten(1).sum(1)
+
+
+class DeployedScore(nn.Module):
+    """A whole-score module with the detector's threshold: the three outputs of
+    ``score_samples``, ``decision_function`` and ``predict``, in float64 (int64
+    for the labels)."""
+
+    def __init__(self, score, offset):
+        super().__init__()
+        self.score = score
+        self.register_buffer("offset", torch.tensor(float(offset), dtype=torch.float64))
+
+    def forward(self, X: torch.Tensor):
+        scores = self.score(X).to(torch.float64)
+        decision = scores - self.offset
+        labels = torch.where(decision < 0, -1, 1).to(torch.int64)
+        return scores, decision, labels
