@@ -587,20 +587,13 @@ def part2(check, data):
                 notes.append(f"  {key} load warning: {text}")
             for text in entry.get("score_warnings", []):
                 notes.append(f"  {key} scoring warning: {text}")
+            loaded = [
+                key, f"{info['mib']:.1f}", "yes",
+                entry.get("device_", "?"), str(entry.get("mixed_precision_", "?")),
+            ]  # fmt: skip
             if "error" in entry:
                 check.fail(f"{key} scoring after load", entry["error"])
-                rows.append(
-                    [
-                        key,
-                        f"{info['mib']:.1f}",
-                        "yes",
-                        entry.get("device_", "?"),
-                        str(entry.get("mixed_precision_", "?")),
-                        "FAIL",
-                        "-",
-                        "-",
-                    ]
-                )
+                rows.append([*loaded, "FAIL", "-", "-"])
                 continue
             cpu_scores = np.load(directory / f"{key}.scores.npy")
             cuda_scores = reference[key]
@@ -614,18 +607,7 @@ def part2(check, data):
             rho = float(spearmanr(cpu_scores, cuda_scores)[0]) if len(cuda_scores) > 2 else math.nan
             if not np.isfinite(diff):
                 check.fail(f"{key} scores", "non-finite scores after load")
-            rows.append(
-                [
-                    key,
-                    f"{info['mib']:.1f}",
-                    "yes",
-                    entry.get("device_", "?"),
-                    str(entry.get("mixed_precision_", "?")),
-                    f"{diff:.3g}",
-                    f"{diff / spread:.2g}",
-                    fmt(rho, ".5f"),
-                ]
-            )
+            rows.append([*loaded, f"{diff:.3g}", f"{diff / spread:.2g}", fmt(rho, ".5f")])
         print_table(
             [
                 "pickle",
