@@ -12,9 +12,11 @@ Prints, with the GPU's name at the top:
    search steps per sample, scores only the first 256 of them), float32 against bf16: AUROC,
    fit and score seconds, peak GPU memory, and every scoring rule (switched after fit with
    ``set_params(score_type=...)``);
-2. the float32 CUDA fits pickled with joblib, loaded and scored in a subprocess that sees no
-   GPU (``CUDA_VISIBLE_DEVICES=""``): whether they load, the warnings, the largest score
-   difference and the Spearman rank correlation against the CUDA scores of the same images;
+2. the float32 CUDA fits pickled with joblib, saved with ``skgeoad.save`` and exported with
+   ``skgeoad.export_onnx``, loaded and scored in a subprocess that sees no GPU
+   (``CUDA_VISIBLE_DEVICES=""``; ONNX by onnxruntime): whether they load, the warnings, the
+   largest score difference and the Spearman rank correlation against the CUDA scores of the
+   same images;
 3. GEOM on the paper's protocol for one class (the 6,000 class-0 training images padded to
    32x32, WRN-10-4, 72 transformations, 3 epochs, the whole test set): seconds, transformed
    images per second, and the ratio to a bare torch loop doing the same work on the same GPU;
@@ -77,7 +79,7 @@ TINY_PARAMS = {
 PART_BUDGETS = {1: 180, 2: 60, 3: 100, 4: 130}
 PART_TITLES = {
     1: "default detectors, float32 vs bf16",
-    2: "CUDA pickles loaded without a GPU",
+    2: "CUDA-fitted models (joblib, skgeoad.save, ONNX) loaded without a GPU",
     3: "GEOM, the paper's protocol for one class, vs a bare torch loop",
     4: "peak GPU memory while scoring many images",
 }
@@ -509,15 +511,70 @@ def fit_for_reuse(check, data, name, precision):
     return check.fitted[key]
 
 
-def part2(check, data):
+def _write_joblib(detector, path):
     import joblib
+
+    joblib.dump(detector, path)
+
+
+def _write_skgeoad(detector, path):
+    import skgeoad
+
+    skgeoad.save(detector, path)
+
+
+def _write_onnx(detector, path):
+    import skgeoad
+
+    skgeoad.export_onnx(detector, path)
+
+
+#: Part 2's files: how a fitted detector is written, and (in the subprocess) read back.
+FILE_FORMATS = {"joblib": _write_joblib, "skgeoad": _write_skgeoad, "onnx": _write_onnx}
+
+
+class _OnnxScorer:
+    """An exported model behind ``score_samples``, run by onnxruntime alone."""
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def score_samples(self, X):
+        rows = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+        return self.session.run(["score_samples"], {"X": rows})[0]
+
+
+def _load_joblib(path):
+    import joblib
+
+    return joblib.load(path)
+
+
+def _load_skgeoad(path):
+    import skgeoad
+
+    return skgeoad.load(path)
+
+
+LOADERS = {"joblib": _load_joblib, "skgeoad": _load_skgeoad, "onnx": _OnnxScorer}
+
+
+def _exportable(detector):
+    """ADGAN's joint search is an optimisation of generator copies: export refuses it."""
+    return getattr(detector, "search", None) != "joint"
+
+
+def part2(check, data):
     from scipy.stats import spearmanr
 
     args = check.args
     precisions = ("fp32", "bf16") if args.pickle_precision == "both" else (args.pickle_precision,)
     print(
-        f"  {args.device}-fitted detectors ({', '.join(precisions)}) -> joblib.dump -> a subprocess with "
-        f'CUDA_VISIBLE_DEVICES="" loads and scores the first {args.n_pickle} part-1 test images '
+        f"  {args.device}-fitted detectors ({', '.join(precisions)}) -> joblib.dump, skgeoad.save and "
+        f'skgeoad.export_onnx -> a subprocess with CUDA_VISIBLE_DEVICES="" loads each file (ONNX: '
+        f"onnxruntime) and scores the first {args.n_pickle} part-1 test images "
         f"(ADGAN: the first {args.adgan_pickle})."
     )
     with tempfile.TemporaryDirectory(prefix="skgeoad_gpu_check_") as directory:
@@ -536,18 +593,26 @@ def part2(check, data):
                 if detector is None:
                     print(f"  skip {key}: no fitted detector (its fit failed, reported above)")
                     continue
-                with check.step(f"{key} {args.device} scores + joblib.dump") as step:
+                with check.step(f"{key} {args.device} scores") as step:
                     scores, _ = check.timed(detector.score_samples, X)
-                    path = directory / f"{key}.joblib"
-                    joblib.dump(detector, path)
                     np.save(directory / f"{key}.X.npy", X)
-                if step["ok"]:
-                    reference[key] = scores
-                    manifest[key] = {
-                        "pickle": str(path),
-                        "X": str(directory / f"{key}.X.npy"),
-                        "mib": path.stat().st_size / 2**20,
-                    }
+                if not step["ok"]:
+                    continue
+                for file_format, write in FILE_FORMATS.items():
+                    path = directory / f"{key}.{file_format}"
+                    if file_format == "onnx" and not _exportable(detector):
+                        print(f"  skip {key}.onnx: {type(detector).__name__}(search='joint') does not export")
+                        continue
+                    with check.step(f"{key} {file_format} write") as step:
+                        write(detector, path)
+                    if step["ok"]:
+                        reference[f"{key}.{file_format}"] = scores
+                        manifest[f"{key}.{file_format}"] = {
+                            "file": str(path),
+                            "format": file_format,
+                            "X": str(directory / f"{key}.X.npy"),
+                            "mib": path.stat().st_size / 2**20,
+                        }
         if not manifest:
             return
         (directory / "manifest.json").write_text(json.dumps(manifest))
@@ -610,7 +675,7 @@ def part2(check, data):
             rows.append([*loaded, f"{diff:.3g}", f"{diff / spread:.2g}", fmt(rho, ".5f")])
         print_table(
             [
-                "pickle",
+                "file",
                 "MiB",
                 "loaded",
                 "device_",
@@ -628,8 +693,7 @@ def part2(check, data):
 
 
 def child_main(directory):
-    """Run in the subprocess of part 2: load each pickle on a machine without a GPU, score."""
-    import joblib
+    """Run in the subprocess of part 2: load each file on a machine without a GPU, score."""
     import torch
 
     directory = Path(directory)
@@ -644,13 +708,13 @@ def child_main(directory):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                detector = joblib.load(info["pickle"])
+                detector = LOADERS[info["format"]](info["file"])
             entry["loaded"] = True
             entry["warnings"] = list(
                 dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
             )
-            entry["device_"] = str(getattr(detector, "device_", "?"))
-            entry["mixed_precision_"] = getattr(detector, "mixed_precision_", "?")
+            entry["device_"] = str(getattr(detector, "device_", "-"))
+            entry["mixed_precision_"] = getattr(detector, "mixed_precision_", "-")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 scores = detector.score_samples(np.load(info["X"]))
