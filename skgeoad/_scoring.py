@@ -164,7 +164,10 @@ class SubClusterScore(nn.Module):
         if self.rule == "msp":
             return torch.softmax(logits, dim=1).amax(1)
         log_p = torch.log_softmax(logits, dim=1)
-        return (log_p.exp() * log_p).sum(1) + math.log(logits.shape[1])
+        # A tensor in the score's dtype: the exporter would store a Python float as float32,
+        # 2e-8 off in a float64 graph, where KL scores of spread softmaxes are ~1e-5.
+        uniform = torch.tensor(math.log(logits.shape[1]), dtype=log_p.dtype)
+        return (log_p.exp() * log_p).sum(1) + uniform
 
     def _knn(self, features):
         if self.metric == "cosine":

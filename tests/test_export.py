@@ -155,6 +155,16 @@ def test_onnxruntime_reproduces_score_samples(kind, params, fitted, rows, tabula
     np.testing.assert_allclose(single, expected[:N_SINGLE], rtol=1e-4, atol=1e-6)
 
 
+def test_tabular_graphs_keep_float64_constants(fitted, tabular, tmp_path):
+    # The KL score of well-spread softmaxes is tiny (~1e-5): a float32 constant in the float64
+    # graph (log of the number of sub-clusters) shifted it by 2e-8, 2e-3 of its value.
+    detector = fitted("subcluster_tabular").set_params(score_type="kl")
+    X = _new_rows("subcluster_tabular", None, tabular)
+    export_onnx(detector, tmp_path / "model.onnx")
+    scores = _session(tmp_path / "model.onnx").run(["score_samples"], {"X": X})[0]
+    np.testing.assert_allclose(scores, detector.score_samples(X), rtol=1e-6, atol=0)
+
+
 def test_the_graph_has_a_dynamic_batch_axis_and_says_what_it_scores(fitted, tmp_path):
     detector = fitted("subcluster").set_params(score_type="kl")
     model = export_onnx(detector, tmp_path / "model.onnx")
