@@ -32,7 +32,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 import zipfile
 
@@ -274,7 +274,7 @@ def save(detector, path):
         _write_archive(path, text, writer.arrays)
         return
     path = os.fspath(path)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".part")
+    handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             _write_archive(file, text, writer.arrays)
@@ -282,6 +282,24 @@ def save(detector, path):
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _create_beside(path):
+    """A new, empty file in ``path``'s directory, opened for writing: ``(descriptor, name)``.
+
+    Created with mode ``0o666`` as :func:`open` creates files, so the umask (and a default
+    ACL) applies and the model ends up with the mode a plain ``open(path, "wb")`` would give
+    it, not :func:`tempfile.mkstemp`'s ``0o600``.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary name beside {path!r}.")
 
 
 def _write_archive(file, manifest, arrays):

@@ -248,6 +248,21 @@ def test_paths_and_file_objects(fitted, data, tmp_path):
     np.testing.assert_array_equal(load(str(path)).score_samples(X_test), from_file.score_samples(X_test))
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_a_saved_file_gets_the_mode_open_gives(fitted, tmp_path, umask):
+    # Written to a temporary file then renamed: not tempfile.mkstemp's 0o600.
+    previous = os.umask(umask)
+    try:
+        save(fitted["icae"], tmp_path / "model.skgeoad")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    assert oct((tmp_path / "model.skgeoad").stat().st_mode) == oct((tmp_path / "plain").stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.skgeoad", "plain"]
+
+
 def test_joblib_keeps_working_beside_the_safe_format(fitted, data, tmp_path):
     detector, X_test = fitted["subcluster"], data[1]
     joblib.dump(detector, tmp_path / "model.joblib")
