@@ -324,7 +324,12 @@ class _Reader:
 
     def _array(self, ref, where):
         try:
-            name, dtype, shape = ref["file"], np.dtype(ref["dtype"]), tuple(ref["shape"])
+            name, dtype, shape = ref["file"], ref["dtype"], ref["shape"]
+            if not isinstance(dtype, str) or not isinstance(shape, list):
+                raise TypeError("dtype must be a string and shape a list")
+            if not all(type(n) is int and n >= 0 for n in shape):
+                raise ValueError(f"shape {shape!r} is not a list of non-negative integers")
+            dtype, shape = np.dtype(dtype), tuple(shape)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"The description of {where}'s array is malformed ({error}).") from None
         if dtype.hasobject:
@@ -335,11 +340,34 @@ class _Reader:
             # file's size on disk (a compressed entry could expand to any size).
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ModelFileError(f"The array of {where} ({name}) is compressed; skgeoad stores arrays as they are.")
+            # Nor may the array claim more data than its entry holds: NumPy would allocate
+            # it all before finding the end of the file.
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise ModelFileError(
+                    f"The array of {where} ({name}) claims {dtype} {shape}, more data than its "
+                    f"{info.file_size} bytes in the file."
+                )
             data = self.archive.read(info)
         except KeyError:
             raise ModelFileError(f"The array of {where} ({name}) is missing from the file.") from None
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise ModelFileError(f"The array of {where} ({name}) is damaged: {error}.") from None
+        try:
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            header_shape, _, header_dtype = readers[version](stream)
+            if header_dtype.hasobject:
+                raise ValueError("it holds Python objects")
+        except (ValueError, OSError, EOFError) as error:
+            raise ModelFileError(f"The array of {where} ({name}) is not a valid .npy array: {error}.") from None
+        if header_dtype != dtype or header_shape != shape:
+            raise ModelFileError(
+                f"The array of {where} ({name}) holds {header_dtype} {header_shape}, "
+                f"but the manifest says {dtype} {shape}."
+            )
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:

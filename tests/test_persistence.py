@@ -386,6 +386,33 @@ def test_missing_misshaped_and_object_arrays_are_refused(model_path):
         load(rewrite(model_path, wrong_architecture))
 
 
+def test_an_array_claiming_more_data_than_its_entry_holds_is_refused_before_allocating(model_path):
+    # Reading such an array made NumPy allocate it first ("Unable to allocate 58 TiB").
+    with zipfile.ZipFile(model_path) as archive:
+        manifest = json.loads(archive.read("skgeoad-model.json"))
+    ref = manifest["fitted"]["alpha_"]["__ndarray__"]
+    huge = [10**12, 8]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": ref["dtype"], "fortran_order": False, "shape": tuple(huge)})
+    huge_npy = header.getvalue() + bytes(64)
+
+    def claim_huge(manifest):
+        manifest["fitted"]["alpha_"]["__ndarray__"]["shape"] = huge
+
+    for edit, replace in [(claim_huge, None), (claim_huge, {ref["file"]: huge_npy})]:
+        with pytest.raises(ModelFileError, match=r"alpha_.*claims .*\(1000000000000, 8\), more data than its \d+ bytes"):
+            load(rewrite(model_path, edit, replace=replace))
+    # The .npy header alone claims it: checked against the manifest before any data is read.
+    with pytest.raises(ModelFileError, match=r"alpha_.*holds .*\(1000000000000, 8\), but the manifest says"):
+        load(rewrite(model_path, replace={ref["file"]: huge_npy}))
+
+    def bad_shape(manifest):
+        manifest["fitted"]["alpha_"]["__ndarray__"]["shape"] = [-1]
+
+    with pytest.raises(ModelFileError, match="alpha_'s array is malformed.*non-negative"):
+        load(rewrite(model_path, bad_shape))
+
+
 def test_other_versions_warn_but_load(model_path, data):
     def older(manifest):
         manifest["versions"].update({"skgeoad": "0.0.1", "torch": "2.0.0"})
