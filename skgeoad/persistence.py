@@ -41,6 +41,7 @@ import sklearn
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 #: Name written in (and required of) every manifest.
@@ -495,7 +496,10 @@ def load(path, device=None):
         pickle or joblib file, another zip archive, a truncated or damaged
         file), that was written by a newer format version than this reader
         knows, that names a class outside skgeoad's detectors and networks,
-        or whose arrays are missing or do not match the manifest. Nothing
+        whose arrays are missing or do not match the manifest (an array
+        claiming more data than the file holds is refused before anything
+        is allocated), whose parameters fail the detector's validation, or
+        whose fitted attributes would shadow a method or parameter. Nothing
         is unpickled, ever.
 
     Warns
@@ -560,11 +564,23 @@ def _rebuild(cls, manifest, reader):
         where = "its parameters"
         params = {name: reader.decode(value, f"parameter {name}") for name, value in manifest["params"].items()}
         detector = cls(**params)
+        try:
+            detector._validate_params()
+        except InvalidParameterError as error:
+            raise ModelFileError(f"The file's parameters of {cls.__name__} are invalid: {error}") from None
         for name, value in manifest["fitted"].items():
             where = f"fitted attribute {name}"
+            # Only data: never a name that would shadow a method, a class attribute or a parameter.
+            if name.startswith("__") or hasattr(cls, name) or name in params:
+                raise ModelFileError(
+                    f"The file names a fitted attribute {name!r}, which would replace a method, "
+                    f"class attribute or parameter of {cls.__name__}."
+                )
             setattr(detector, name, reader.decode(value, where))
     except ModelFileError:
         raise
+    except RecursionError:
+        raise ModelFileError(f"The file's description of {cls.__name__} is nested too deeply at {where}.") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
         raise ModelFileError(f"The file's description of {cls.__name__} is damaged at {where}: {error!r}") from None
     return detector
@@ -583,11 +599,13 @@ def _read_manifest(archive, path):
         manifest = json.loads(archive.read(info))
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
         raise ModelFileError(f"{_name(path)}: its manifest is damaged ({error}).") from None
+    except RecursionError:
+        raise ModelFileError(f"{_name(path)}: its manifest is nested too deeply to be one skgeoad writes.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{_name(path)} is not a skgeoad model file (its manifest names no {FORMAT_NAME!r}).")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelFileError(f"{_name(path)}: format_version {version!r} is not an integer.")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{_name(path)}: format_version {version!r} is not a positive integer.")
     if version > FORMAT_VERSION:
         written_by = (manifest.get("versions") or {}).get("skgeoad", "a newer skgeoad")
         raise ModelFileError(
@@ -595,7 +613,7 @@ def _read_manifest(archive, path):
             f"reads format versions up to {FORMAT_VERSION}. Upgrade skgeoad to load it."
         )
     estimators = _estimators()
-    if manifest.get("estimator") not in estimators:
+    if not isinstance(manifest.get("estimator"), str) or manifest["estimator"] not in estimators:
         raise ModelFileError(
             f"{_name(path)} holds a {manifest.get('estimator')!r}, not one of skgeoad's detectors "
             f"{sorted(estimators)}."

@@ -358,6 +358,48 @@ def test_unknown_classes_are_refused(model_path):
         load(rewrite(model_path, unknown_tag))
 
 
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_a_deeply_nested_manifest_is_refused(model_path, depth):
+    # 100000 levels: json.loads itself recurses too deep; 900: decoding the attribute does.
+    with zipfile.ZipFile(model_path) as archive:
+        text = archive.read("skgeoad-model.json").decode()
+    text = text.replace('"fitted": {', '"fitted": {"deep_": ' + "[" * depth + "]" * depth + ", ", 1)
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load(rewrite(model_path, replace={"skgeoad-model.json": text.encode()}))
+
+
+@pytest.mark.parametrize("version", [0, -5, 1.0, "1", True])
+def test_a_format_version_that_is_not_a_positive_integer_is_refused(model_path, version):
+    with pytest.raises(ModelFileError, match=f"format_version {version!r} is not a positive integer"):
+        load(rewrite(model_path, lambda m: m.update(format_version=version)))
+
+
+@pytest.mark.parametrize("estimator", [["GeometricTransformDetector"], {"a": 1}, 3])
+def test_an_estimator_name_that_is_not_a_string_is_refused(model_path, estimator):
+    with pytest.raises(ModelFileError, match="not one of skgeoad's detectors"):
+        load(rewrite(model_path, lambda m: m.update(estimator=estimator)))
+
+
+@pytest.mark.parametrize("name", ["score_samples", "__dict__", "__class__", "_parameter_constraints", "epochs"])
+def test_a_fitted_attribute_shadowing_a_method_or_parameter_is_refused(model_path, name):
+    with pytest.raises(ModelFileError, match=f"fitted attribute '{name}', which would replace"):
+        load(rewrite(model_path, lambda m: m["fitted"].update({name: 1})))
+
+
+def test_invalid_parameters_are_refused_naming_them(model_path):
+    def bogus(manifest):
+        manifest["params"]["score_type"] = "bogus"
+
+    with pytest.raises(ModelFileError, match="parameters of GeometricTransformDetector are invalid.*'score_type'"):
+        load(rewrite(model_path, bogus))
+
+    def contamination(manifest):
+        manifest["params"]["contamination"] = 5.0
+
+    with pytest.raises(ModelFileError, match="invalid.*'contamination' parameter"):
+        load(rewrite(model_path, contamination))
+
+
 def test_missing_misshaped_and_object_arrays_are_refused(model_path):
     with zipfile.ZipFile(model_path) as archive:
         manifest = json.loads(archive.read("skgeoad-model.json"))
