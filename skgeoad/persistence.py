@@ -92,6 +92,23 @@ def _modules():
     return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
 
 
+def _required_fitted(cls):
+    """The fitted attributes a loaded ``cls`` must have to score (every fit sets them).
+
+    Checked at load, so a file that lacks one is a :class:`ModelFileError`, not an
+    ``AttributeError`` at the first ``score_samples``. Kept in step with the detectors
+    by ``test_a_file_lacking_a_fitted_attribute_is_refused_or_still_scores``.
+    """
+    common = ("n_features_in_", "image_shape_", "scaling_", "mixed_precision_", "offset_")
+    own = {
+        "GeometricTransformDetector": ("network_", "transformations_", "n_transforms_", "_alpha_minus_one"),
+        "SubClusterDetector": ("network_", "train_features_", "embedding_"),
+        "IterativeClusterAEDetector": ("network_",),
+        "ADGANDetector": ("generator_", "latent_seeds_"),
+    }[cls.__name__]
+    return common + own + (("offsets_",) if cls._score_rules else ())
+
+
 def _versions():
     from . import __version__
 
@@ -547,6 +564,9 @@ def load(path, device=None):
             raise ModelFileError(f"{_name(path)}: its device_ is not a torch device: {fitted.get('device_')!r}.")
         target = fallback_device(saved_device) if device is None else resolve_device(device)
         detector = _rebuild(cls, manifest, _Reader(archive, target))
+    missing = [name for name in _required_fitted(cls) if name not in vars(detector)]
+    if missing:
+        raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
     detector.device_ = target
     if hasattr(detector, "mixed_precision_"):
         detector.mixed_precision_ = use_mixed_precision(detector.mixed_precision, target)

@@ -400,6 +400,32 @@ def test_invalid_parameters_are_refused_naming_them(model_path):
         load(rewrite(model_path, contamination))
 
 
+def test_a_file_without_its_network_is_refused_at_load(model_path):
+    with pytest.raises(ModelFileError, match=r"lacks fitted attributes GeometricTransformDetector needs.*'network_'"):
+        load(rewrite(model_path, lambda m: m["fitted"].pop("network_")))
+
+
+@pytest.mark.parametrize("name", [*DETECTORS, *VARIANTS])
+def test_a_file_lacking_a_fitted_attribute_is_refused_or_still_scores(name, fitted, data, tmp_path):
+    # Each fitted attribute deleted in turn: either load refuses the file naming it, or
+    # the detector still scores under every rule (never an AttributeError at scoring).
+    path = tmp_path / "model.skgeoad"
+    save(fitted[name], path)
+    with zipfile.ZipFile(path) as archive:
+        attributes = list(json.loads(archive.read("skgeoad-model.json"))["fitted"])
+    for attribute in attributes:
+        edited = rewrite(path, lambda m: m["fitted"].pop(attribute))
+        try:
+            loaded = load(edited)
+        except ModelFileError as error:
+            assert "needs to score: " in str(error) and repr(attribute) in str(error), (attribute, error)
+            continue
+        for settings in DETECTORS[name.split("-")[0]][2]:
+            loaded.set_params(**settings)
+            for method in ("score_samples", "decision_function", "predict"):
+                getattr(loaded, method)(data[1])
+
+
 def test_missing_misshaped_and_object_arrays_are_refused(model_path):
     with zipfile.ZipFile(model_path) as archive:
         manifest = json.loads(archive.read("skgeoad-model.json"))
