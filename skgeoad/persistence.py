@@ -32,7 +32,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 import zipfile
 
@@ -41,6 +41,7 @@ import sklearn
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 #: Name written in (and required of) every manifest.
@@ -89,6 +90,23 @@ def _modules():
     classes = [getattr(networks, name) for name in networks.__all__]
     classes += [transforms.GeometricTransformations, transforms.AffineTransformations, _Critic]
     return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
+
+
+def _required_fitted(cls):
+    """The fitted attributes a loaded ``cls`` must have to score (every fit sets them).
+
+    Checked at load, so a file that lacks one is a :class:`ModelFileError`, not an
+    ``AttributeError`` at the first ``score_samples``. Kept in step with the detectors
+    by ``test_a_file_lacking_a_fitted_attribute_is_refused_or_still_scores``.
+    """
+    common = ("n_features_in_", "image_shape_", "scaling_", "mixed_precision_", "offset_")
+    own = {
+        "GeometricTransformDetector": ("network_", "transformations_", "n_transforms_", "_alpha_minus_one"),
+        "SubClusterDetector": ("network_", "train_features_", "embedding_"),
+        "IterativeClusterAEDetector": ("network_",),
+        "ADGANDetector": ("generator_", "latent_seeds_"),
+    }[cls.__name__]
+    return common + own + (("offsets_",) if cls._score_rules else ())
 
 
 def _versions():
@@ -274,7 +292,7 @@ def save(detector, path):
         _write_archive(path, text, writer.arrays)
         return
     path = os.fspath(path)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".part")
+    handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             _write_archive(file, text, writer.arrays)
@@ -282,6 +300,24 @@ def save(detector, path):
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _create_beside(path):
+    """A new, empty file in ``path``'s directory, opened for writing: ``(descriptor, name)``.
+
+    Created with mode ``0o666`` as :func:`open` creates files, so the umask (and a default
+    ACL) applies and the model ends up with the mode a plain ``open(path, "wb")`` would give
+    it, not :func:`tempfile.mkstemp`'s ``0o600``.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary name beside {path!r}.")
 
 
 def _write_archive(file, manifest, arrays):
@@ -306,7 +342,12 @@ class _Reader:
 
     def _array(self, ref, where):
         try:
-            name, dtype, shape = ref["file"], np.dtype(ref["dtype"]), tuple(ref["shape"])
+            name, dtype, shape = ref["file"], ref["dtype"], ref["shape"]
+            if not isinstance(dtype, str) or not isinstance(shape, list):
+                raise TypeError("dtype must be a string and shape a list")
+            if not all(type(n) is int and n >= 0 for n in shape):
+                raise ValueError(f"shape {shape!r} is not a list of non-negative integers")
+            dtype, shape = np.dtype(dtype), tuple(shape)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"The description of {where}'s array is malformed ({error}).") from None
         if dtype.hasobject:
@@ -317,11 +358,34 @@ class _Reader:
             # file's size on disk (a compressed entry could expand to any size).
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ModelFileError(f"The array of {where} ({name}) is compressed; skgeoad stores arrays as they are.")
+            # Nor may the array claim more data than its entry holds: NumPy would allocate
+            # it all before finding the end of the file.
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise ModelFileError(
+                    f"The array of {where} ({name}) claims {dtype} {shape}, more data than its "
+                    f"{info.file_size} bytes in the file."
+                )
             data = self.archive.read(info)
         except KeyError:
             raise ModelFileError(f"The array of {where} ({name}) is missing from the file.") from None
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise ModelFileError(f"The array of {where} ({name}) is damaged: {error}.") from None
+        try:
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            header_shape, _, header_dtype = readers[version](stream)
+            if header_dtype.hasobject:
+                raise ValueError("it holds Python objects")
+        except (ValueError, OSError, EOFError) as error:
+            raise ModelFileError(f"The array of {where} ({name}) is not a valid .npy array: {error}.") from None
+        if header_dtype != dtype or header_shape != shape:
+            raise ModelFileError(
+                f"The array of {where} ({name}) holds {header_dtype} {header_shape}, "
+                f"but the manifest says {dtype} {shape}."
+            )
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
@@ -449,7 +513,10 @@ def load(path, device=None):
         pickle or joblib file, another zip archive, a truncated or damaged
         file), that was written by a newer format version than this reader
         knows, that names a class outside skgeoad's detectors and networks,
-        or whose arrays are missing or do not match the manifest. Nothing
+        whose arrays are missing or do not match the manifest (an array
+        claiming more data than the file holds is refused before anything
+        is allocated), whose parameters fail the detector's validation, or
+        whose fitted attributes would shadow a method or parameter. Nothing
         is unpickled, ever.
 
     Warns
@@ -497,6 +564,9 @@ def load(path, device=None):
             raise ModelFileError(f"{_name(path)}: its device_ is not a torch device: {fitted.get('device_')!r}.")
         target = fallback_device(saved_device) if device is None else resolve_device(device)
         detector = _rebuild(cls, manifest, _Reader(archive, target))
+    missing = [name for name in _required_fitted(cls) if name not in vars(detector)]
+    if missing:
+        raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
     detector.device_ = target
     if hasattr(detector, "mixed_precision_"):
         detector.mixed_precision_ = use_mixed_precision(detector.mixed_precision, target)
@@ -514,11 +584,23 @@ def _rebuild(cls, manifest, reader):
         where = "its parameters"
         params = {name: reader.decode(value, f"parameter {name}") for name, value in manifest["params"].items()}
         detector = cls(**params)
+        try:
+            detector._validate_params()
+        except InvalidParameterError as error:
+            raise ModelFileError(f"The file's parameters of {cls.__name__} are invalid: {error}") from None
         for name, value in manifest["fitted"].items():
             where = f"fitted attribute {name}"
+            # Only data: never a name that would shadow a method, a class attribute or a parameter.
+            if name.startswith("__") or hasattr(cls, name) or name in params:
+                raise ModelFileError(
+                    f"The file names a fitted attribute {name!r}, which would replace a method, "
+                    f"class attribute or parameter of {cls.__name__}."
+                )
             setattr(detector, name, reader.decode(value, where))
     except ModelFileError:
         raise
+    except RecursionError:
+        raise ModelFileError(f"The file's description of {cls.__name__} is nested too deeply at {where}.") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
         raise ModelFileError(f"The file's description of {cls.__name__} is damaged at {where}: {error!r}") from None
     return detector
@@ -537,11 +619,13 @@ def _read_manifest(archive, path):
         manifest = json.loads(archive.read(info))
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
         raise ModelFileError(f"{_name(path)}: its manifest is damaged ({error}).") from None
+    except RecursionError:
+        raise ModelFileError(f"{_name(path)}: its manifest is nested too deeply to be one skgeoad writes.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{_name(path)} is not a skgeoad model file (its manifest names no {FORMAT_NAME!r}).")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelFileError(f"{_name(path)}: format_version {version!r} is not an integer.")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{_name(path)}: format_version {version!r} is not a positive integer.")
     if version > FORMAT_VERSION:
         written_by = (manifest.get("versions") or {}).get("skgeoad", "a newer skgeoad")
         raise ModelFileError(
@@ -549,7 +633,7 @@ def _read_manifest(archive, path):
             f"reads format versions up to {FORMAT_VERSION}. Upgrade skgeoad to load it."
         )
     estimators = _estimators()
-    if manifest.get("estimator") not in estimators:
+    if not isinstance(manifest.get("estimator"), str) or manifest["estimator"] not in estimators:
         raise ModelFileError(
             f"{_name(path)} holds a {manifest.get('estimator')!r}, not one of skgeoad's detectors "
             f"{sorted(estimators)}."

@@ -248,6 +248,21 @@ def test_paths_and_file_objects(fitted, data, tmp_path):
     np.testing.assert_array_equal(load(str(path)).score_samples(X_test), from_file.score_samples(X_test))
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_a_saved_file_gets_the_mode_open_gives(fitted, tmp_path, umask):
+    # Written to a temporary file then renamed: not tempfile.mkstemp's 0o600.
+    previous = os.umask(umask)
+    try:
+        save(fitted["icae"], tmp_path / "model.skgeoad")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    assert oct((tmp_path / "model.skgeoad").stat().st_mode) == oct((tmp_path / "plain").stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.skgeoad", "plain"]
+
+
 def test_joblib_keeps_working_beside_the_safe_format(fitted, data, tmp_path):
     detector, X_test = fitted["subcluster"], data[1]
     joblib.dump(detector, tmp_path / "model.joblib")
@@ -343,6 +358,74 @@ def test_unknown_classes_are_refused(model_path):
         load(rewrite(model_path, unknown_tag))
 
 
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_a_deeply_nested_manifest_is_refused(model_path, depth):
+    # 100000 levels: json.loads itself recurses too deep; 900: decoding the attribute does.
+    with zipfile.ZipFile(model_path) as archive:
+        text = archive.read("skgeoad-model.json").decode()
+    text = text.replace('"fitted": {', '"fitted": {"deep_": ' + "[" * depth + "]" * depth + ", ", 1)
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load(rewrite(model_path, replace={"skgeoad-model.json": text.encode()}))
+
+
+@pytest.mark.parametrize("version", [0, -5, 1.0, "1", True])
+def test_a_format_version_that_is_not_a_positive_integer_is_refused(model_path, version):
+    with pytest.raises(ModelFileError, match=f"format_version {version!r} is not a positive integer"):
+        load(rewrite(model_path, lambda m: m.update(format_version=version)))
+
+
+@pytest.mark.parametrize("estimator", [["GeometricTransformDetector"], {"a": 1}, 3])
+def test_an_estimator_name_that_is_not_a_string_is_refused(model_path, estimator):
+    with pytest.raises(ModelFileError, match="not one of skgeoad's detectors"):
+        load(rewrite(model_path, lambda m: m.update(estimator=estimator)))
+
+
+@pytest.mark.parametrize("name", ["score_samples", "__dict__", "__class__", "_parameter_constraints", "epochs"])
+def test_a_fitted_attribute_shadowing_a_method_or_parameter_is_refused(model_path, name):
+    with pytest.raises(ModelFileError, match=f"fitted attribute '{name}', which would replace"):
+        load(rewrite(model_path, lambda m: m["fitted"].update({name: 1})))
+
+
+def test_invalid_parameters_are_refused_naming_them(model_path):
+    def bogus(manifest):
+        manifest["params"]["score_type"] = "bogus"
+
+    with pytest.raises(ModelFileError, match="parameters of GeometricTransformDetector are invalid.*'score_type'"):
+        load(rewrite(model_path, bogus))
+
+    def contamination(manifest):
+        manifest["params"]["contamination"] = 5.0
+
+    with pytest.raises(ModelFileError, match="invalid.*'contamination' parameter"):
+        load(rewrite(model_path, contamination))
+
+
+def test_a_file_without_its_network_is_refused_at_load(model_path):
+    with pytest.raises(ModelFileError, match=r"lacks fitted attributes GeometricTransformDetector needs.*'network_'"):
+        load(rewrite(model_path, lambda m: m["fitted"].pop("network_")))
+
+
+@pytest.mark.parametrize("name", [*DETECTORS, *VARIANTS])
+def test_a_file_lacking_a_fitted_attribute_is_refused_or_still_scores(name, fitted, data, tmp_path):
+    # Each fitted attribute deleted in turn: either load refuses the file naming it, or
+    # the detector still scores under every rule (never an AttributeError at scoring).
+    path = tmp_path / "model.skgeoad"
+    save(fitted[name], path)
+    with zipfile.ZipFile(path) as archive:
+        attributes = list(json.loads(archive.read("skgeoad-model.json"))["fitted"])
+    for attribute in attributes:
+        edited = rewrite(path, lambda m: m["fitted"].pop(attribute))
+        try:
+            loaded = load(edited)
+        except ModelFileError as error:
+            assert "needs to score: " in str(error) and repr(attribute) in str(error), (attribute, error)
+            continue
+        for settings in DETECTORS[name.split("-")[0]][2]:
+            loaded.set_params(**settings)
+            for method in ("score_samples", "decision_function", "predict"):
+                getattr(loaded, method)(data[1])
+
+
 def test_missing_misshaped_and_object_arrays_are_refused(model_path):
     with zipfile.ZipFile(model_path) as archive:
         manifest = json.loads(archive.read("skgeoad-model.json"))
@@ -369,6 +452,33 @@ def test_missing_misshaped_and_object_arrays_are_refused(model_path):
 
     with pytest.raises(ModelFileError, match="(?s)network_.*cannot be rebuilt.*size mismatch"):
         load(rewrite(model_path, wrong_architecture))
+
+
+def test_an_array_claiming_more_data_than_its_entry_holds_is_refused_before_allocating(model_path):
+    # Reading such an array made NumPy allocate it first ("Unable to allocate 58 TiB").
+    with zipfile.ZipFile(model_path) as archive:
+        manifest = json.loads(archive.read("skgeoad-model.json"))
+    ref = manifest["fitted"]["alpha_"]["__ndarray__"]
+    huge = [10**12, 8]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": ref["dtype"], "fortran_order": False, "shape": tuple(huge)})
+    huge_npy = header.getvalue() + bytes(64)
+
+    def claim_huge(manifest):
+        manifest["fitted"]["alpha_"]["__ndarray__"]["shape"] = huge
+
+    for edit, replace in [(claim_huge, None), (claim_huge, {ref["file"]: huge_npy})]:
+        with pytest.raises(ModelFileError, match=r"alpha_.*claims .*\(1000000000000, 8\), more data than its \d+ bytes"):
+            load(rewrite(model_path, edit, replace=replace))
+    # The .npy header alone claims it: checked against the manifest before any data is read.
+    with pytest.raises(ModelFileError, match=r"alpha_.*holds .*\(1000000000000, 8\), but the manifest says"):
+        load(rewrite(model_path, replace={ref["file"]: huge_npy}))
+
+    def bad_shape(manifest):
+        manifest["fitted"]["alpha_"]["__ndarray__"]["shape"] = [-1]
+
+    with pytest.raises(ModelFileError, match="alpha_'s array is malformed.*non-negative"):
+        load(rewrite(model_path, bad_shape))
 
 
 def test_other_versions_warn_but_load(model_path, data):
