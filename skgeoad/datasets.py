@@ -497,7 +497,8 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
         Naming what is wrong: not an ``.npz`` file, missing arrays, arrays
         of Python objects, non-numeric or non-finite ``X``, labels that are
         not class labels, lengths that differ, one class only, images of
-        different shapes in train and test.
+        different shapes in train and test, integer labels in one of
+        ``y_train``, ``y_test`` and strings in the other.
 
     Examples
     --------
@@ -540,6 +541,12 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
     X_test, y_test = _check_pair(
         arrays["X_test"], arrays["y_test"], "X_test", "y_test", path, image_shape
     )
+    kinds = {"i": "integer", "U": "string"}
+    if y_train.dtype.kind != y_test.dtype.kind:
+        raise ValueError(
+            f"{path}: y_train holds {kinds[y_train.dtype.kind]} labels but y_test "
+            f"{kinds[y_test.dtype.kind]} labels; give both the same kind."
+        )
     if X_train.shape[1:] != X_test.shape[1:]:
         raise ValueError(
             f"{path}: X_train holds samples of shape {X_train.shape[1:]} "

@@ -181,6 +181,8 @@ X4, Y4 = np.zeros((4, 8, 8)), np.array([0, 1, 0, 1])
          "X_train holds samples of shape (8, 8) but X_test of shape (4, 8)"),
         ({"X_train": X4, "y_train": Y4, "X_test": X4, "y_test": Y4 * 0}, "y_test holds one class only (0)"),
         ({"X": np.array([{}, {}, {}, {}], dtype=object), "y": Y4}, "X holds Python objects, which are not loaded"),
+        ({"X_train": X4, "y_train": Y4.astype(str), "X_test": X4, "y_test": Y4},
+         "y_train holds string labels but y_test integer labels; give both the same kind"),
     ],
 )  # fmt: skip
 def test_bad_npz_is_a_one_line_usage_error(arrays, message, tmp_path, capsys, no_runs):
@@ -229,3 +231,23 @@ def test_bad_image_folder_is_a_one_line_usage_error(make, message, tmp_path, cap
 def test_bad_options_on_your_own_data(argv, message, digits_npz, tmp_path, capsys, no_runs):
     argv = [arg.format(npz=digits_npz) for arg in argv]
     assert message.format(npz=digits_npz) in usage_error(argv, capsys, tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["one-vs-all", "contaminated"])
+def test_a_normal_class_missing_from_the_test_set_is_a_usage_error(protocol, digits, tmp_path, capsys, no_runs):
+    # Class 0 is in training but not in the test set: its AUROC would be NaN.
+    y = digits.target
+    path = npz(tmp_path, X_train=digits.data[:600], y_train=y[:600],
+               X_test=digits.data[600:][y[600:] != 0], y_test=y[600:][y[600:] != 0])  # fmt: skip
+    error = usage_error(["--dataset", path, "--protocol", protocol, "--classes", "0"], capsys, tmp_path)
+    assert f"--protocol {protocol} on {path}: normal class 0 is not in y_test" in error
+
+
+def test_a_run_whose_auroc_is_undefined_records_an_error_not_nan():
+    from skgeoad.benchmark import make_detector, runner
+    from skgeoad.benchmark.protocols import Task
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    task = Task("toy", "one-vs-all", 0, X, X, np.ones(20, dtype=bool))
+    record = runner.run_one(task, "iforest", make_detector("iforest"), 0)
+    assert "auroc" not in record and "holds only normal samples: AUROC is undefined" in record["error"]

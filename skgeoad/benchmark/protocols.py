@@ -172,7 +172,8 @@ def make_tasks(
     Raises
     ------
     ValueError
-        For a class that is not in ``y_train``, a split the data cannot give
+        For a class that is not in ``y_train``, a normal class (one-vs-all,
+        contaminated) that is not in ``y_test`` or is its only class, a split the data cannot give
         (see :func:`skgeoad.datasets.contaminated`), or no class left to be
         normal in the multi-normal protocol.
 
@@ -188,6 +189,18 @@ def make_tasks(
         raise ValueError(f"max_train must be None or at least 1, got {max_train}.")
     if classes is not None:
         datasets._check_classes(y_train, classes, "classes", "y_train")
+    if protocol in ("one-vs-all", "contaminated"):
+        test_labels = np.unique(y_test).tolist()
+        for c in classes or labels:
+            if c not in test_labels:
+                raise ValueError(
+                    f"normal class {c} is not in y_test: AUROC needs normal test samples "
+                    f"(y_test's classes are {', '.join(map(str, test_labels))})."
+                )
+            if len(test_labels) < 2:
+                raise ValueError(
+                    f"y_test holds normal class {c} only: AUROC needs anomalous test samples too."
+                )
     rng = np.random.default_rng(0)
     tasks = []
     if protocol == "one-vs-all":
