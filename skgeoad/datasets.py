@@ -662,7 +662,13 @@ def load_image_folder(path, *, image_shape=None, test_size=0.5, random_state=0):
       soon as one image has colour (grey images are copied to the three
       channels, which loses nothing) and grey otherwise. An image in a
       colour mode whose channels are all equal counts as grey; alpha is
-      dropped.
+      dropped;
+    * depth: grey images of more than 8 bits are rescaled to 8 bits, not
+      clipped: 16-bit ones (Pillow modes ``"I;16"``, ``"I;16B"``...) are
+      multiplied by 255 / 65535; 32-bit integer (``"I"``) and float
+      (``"F"``) ones keep their values when all are in [0, 255], are read
+      as 16-bit when all are in [0, 65535] and are otherwise divided by
+      the image's own largest value (negative values become 0).
 
     Parameters
     ----------
@@ -795,8 +801,28 @@ def _to_array(images, image_shape, Image):
     mode = "RGB" if colour else "L"
     arrays = []
     for image in images:
+        image = _to_8_bits(image, Image)
         image = image.convert(mode)  # drops alpha; a palette becomes its colours
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.uint8))
     return np.stack(arrays)
+
+
+def _to_8_bits(image, Image):
+    """A grey image of 16 or 32 bits (or floats) rescaled to mode ``"L"``; others as they are.
+
+    Pillow's ``convert("L")`` clips such values to 0..255 (see
+    :func:`load_image_folder` for the scale).
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    high = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16") or 255 < high <= 65535:
+        scale = 255 / 65535
+    elif high <= 255:
+        scale = 1.0
+    else:
+        scale = 255 / high
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")

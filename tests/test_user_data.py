@@ -251,3 +251,16 @@ def test_a_run_whose_auroc_is_undefined_records_an_error_not_nan():
     task = Task("toy", "one-vs-all", 0, X, X, np.ones(20, dtype=bool))
     record = runner.run_one(task, "iforest", make_detector("iforest"), 0)
     assert "auroc" not in record and "holds only normal samples: AUROC is undefined" in record["error"]
+
+
+def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 60000, 64).reshape(8, 8).astype(np.uint16)
+    for name, images in (("dark", [ramp // 4, ramp // 3]), ("light", [ramp, ramp // 2])):
+        (tmp_path / name).mkdir()
+        for i, values in enumerate(images):
+            Image.fromarray(values).save(tmp_path / name / f"{i}.png")  # 16-bit grey PNG
+    assert Image.open(tmp_path / "light" / "0.png").mode.startswith("I")
+    X_train, y_train, X_test, y_test = datasets.load_image_folder(tmp_path)
+    X = np.concatenate([X_train, X_test])
+    assert X.dtype == np.uint8 and len(np.unique(X)) > 10  # not 0 / 255
+    assert abs(int(X.max()) - round(60000 * 255 / 65535)) <= 1
