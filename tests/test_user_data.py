@@ -264,3 +264,23 @@ def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
     X = np.concatenate([X_train, X_test])
     assert X.dtype == np.uint8 and len(np.unique(X)) > 10  # not 0 / 255
     assert abs(int(X.max()) - round(60000 * 255 / 65535)) <= 1
+
+
+@pytest.mark.parametrize("typed, key", [("01", "01"), ("2", "02")])
+def test_zero_padded_class_folders_are_found_by_name(typed, key, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs]))
+    root = write_folder(tmp_path / "images", {"01": 4, "02": 4})
+    argv = ["--dataset", str(root), "--detectors", "iforest", "--classes", typed, "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    assert seen["keys"] == [key]
+
+
+def test_zero_padded_class_matches_an_integer_label(digits_npz, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs]))
+    argv = ["--dataset", str(digits_npz), "--detectors", "iforest", "--classes", "03", "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    assert seen["keys"] == [3]
