@@ -513,6 +513,19 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
     import zipfile
 
     try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror}).") from None
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06") and head != b"\x93NUMPY":
+        # np.load would try pickle and blame allow_pickle for a CSV or text file.
+        raise ValueError(
+            f"{path}: not a NumPy .npz file (numpy.savez writes a zip archive; "
+            f"this file starts with {head!r})."
+        )
+    try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, FileNotFoundError):

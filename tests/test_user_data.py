@@ -269,7 +269,9 @@ def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
 @pytest.mark.parametrize("typed, key", [("01", "01"), ("2", "02")])
 def test_zero_padded_class_folders_are_found_by_name(typed, key, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs]))
+    monkeypatch.setattr(
+        cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs])
+    )
     root = write_folder(tmp_path / "images", {"01": 4, "02": 4})
     argv = ["--dataset", str(root), "--detectors", "iforest", "--classes", typed, "--quiet",
             "--out", str(tmp_path / "out")]  # fmt: skip
@@ -279,8 +281,18 @@ def test_zero_padded_class_folders_are_found_by_name(typed, key, tmp_path, monke
 
 def test_zero_padded_class_matches_an_integer_label(digits_npz, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs]))
+    monkeypatch.setattr(
+        cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs])
+    )
     argv = ["--dataset", str(digits_npz), "--detectors", "iforest", "--classes", "03", "--quiet",
             "--out", str(tmp_path / "out")]  # fmt: skip
     benchmark.main(argv)
     assert seen["keys"] == [3]
+
+
+def test_a_csv_file_is_plainly_not_an_npz(tmp_path, capsys, no_runs):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    error = usage_error(["--dataset", str(path)], capsys, tmp_path)
+    assert f"--dataset: {path}: not a NumPy .npz file (numpy.savez writes a zip archive" in error
+    assert "pickle" not in error
