@@ -223,7 +223,7 @@ def test_bad_image_folder_is_a_one_line_usage_error(make, message, tmp_path, cap
         (["--dataset", "no/such/data.npz"], "--dataset: no/such/data.npz: no such file or folder"),
         (["--dataset", "digts"], "unknown data set 'digts' (did you mean 'digits'?); choose from"),
         (["--image-shape", "8x8"], "--image-shape applies to your own data (--dataset PATH) only"),
-        (["--image-shape", "8by8"], "argument --image-shape: expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS"),
+        (["--image-shape", "8by8"], "--image-shape: expected HEIGHTxWIDTH, HEIGHTxWIDTHxCHANNELS"),
         (["--dataset", "{npz}", "--classes", "7,cat"], "--classes: {npz} has no class cat; its classes are 0, 1,"),
         (["--dataset", "{npz}", "--image-shape", "4x4"], "X holds samples of shape (8, 8), not image_shape (4, 4)"),
     ],
@@ -296,3 +296,22 @@ def test_a_csv_file_is_plainly_not_an_npz(tmp_path, capsys, no_runs):
     error = usage_error(["--dataset", str(path)], capsys, tmp_path)
     assert f"--dataset: {path}: not a NumPy .npz file (numpy.savez writes a zip archive" in error
     assert "pickle" not in error
+
+
+def test_image_shape_tabular_keeps_64_features_rows(tmp_path, digits, monkeypatch):
+    from skgeoad.benchmark import runner
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("jobs", jobs))
+    path = npz(tmp_path, X=digits.data, y=digits.target)  # (n, 64): 8x8 images unless told
+    argv = ["--dataset", path, "--image-shape", "tabular", "--detectors", "geometric",
+            "--set", "geometric.epochs=1", "--set", "geometric.n_affine_transforms=2",
+            "--set", "geometric.validation_fraction=0",
+            "--classes", "0", "--max-train", "40", "--n-test", "60", "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    (job,) = seen["jobs"]
+    assert job[0].image_shape == "tabular"
+    record = runner.run_one(*job)
+    assert "error" not in record, record.get("error")
+    assert record["params"]["image_shape"] == "'tabular'"

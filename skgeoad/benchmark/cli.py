@@ -123,14 +123,16 @@ def _datasets(text):
 
 
 def _image_shape(text):
-    """An argparse type: ``HxW`` or ``HxWxC``."""
+    """An argparse type: ``HxW``, ``HxWxC`` or ``tabular``."""
+    if text.strip().lower() == "tabular":
+        return "tabular"
     try:
         shape = tuple(int(side) for side in text.lower().split("x"))
     except ValueError:
         shape = ()
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}"
+            f"expected HEIGHTxWIDTH, HEIGHTxWIDTHxCHANNELS or tabular, got {text!r}"
         )
     return shape
 
@@ -153,10 +155,12 @@ def build_parser():
                         help=f"comma-separated, from {sorted(DATASETS)}, or paths of your own data: "
                              "a .npz file (X_train, y_train, X_test, y_test or X, y) or a folder of "
                              "images with one sub-folder per class (default: digits)")
-    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]",
+    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]|tabular",
                         help="your own data: flat .npz rows are images of this shape; a folder's "
                              "images are resized to it (C=1 grey, C=3 RGB; default: the most "
-                             "common size, RGB if any image has colour)")
+                             "common size, RGB if any image has colour); 'tabular': the rows "
+                             "are plain features, not images (else 64, 81... features read as "
+                             "8x8, 9x9...)")
     parser.add_argument("--data-home", default=None, help="folder with the data sets' files ($SKGEOAD_DATA)")
     parser.add_argument("--protocol", default="one-vs-all", choices=PROTOCOLS)
     parser.add_argument("--detectors", default="geometric,iforest,ocsvm",

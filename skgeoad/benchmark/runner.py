@@ -77,7 +77,8 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             if moved != device:
                 estimator.set_params(device=moved)
             if task.image_shape is not None and params.get("image_shape", False) is None:
-                estimator.set_params(image_shape=tuple(task.image_shape))  # rows of your own images
+                shape = task.image_shape  # rows of your own images, or "tabular"
+                estimator.set_params(image_shape=shape if isinstance(shape, str) else tuple(shape))
             record["params"] = {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
