@@ -497,7 +497,8 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
         Naming what is wrong: not an ``.npz`` file, missing arrays, arrays
         of Python objects, non-numeric or non-finite ``X``, labels that are
         not class labels, lengths that differ, one class only, images of
-        different shapes in train and test.
+        different shapes in train and test, integer labels in one of
+        ``y_train``, ``y_test`` and strings in the other.
 
     Examples
     --------
@@ -511,6 +512,19 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
     """
     import zipfile
 
+    try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror}).") from None
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06") and head != b"\x93NUMPY":
+        # np.load would try pickle and blame allow_pickle for a CSV or text file.
+        raise ValueError(
+            f"{path}: not a NumPy .npz file (numpy.savez writes a zip archive; "
+            f"this file starts with {head!r})."
+        )
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -540,6 +554,12 @@ def load_npz(path, *, image_shape=None, test_size=0.5, random_state=0):
     X_test, y_test = _check_pair(
         arrays["X_test"], arrays["y_test"], "X_test", "y_test", path, image_shape
     )
+    kinds = {"i": "integer", "U": "string"}
+    if y_train.dtype.kind != y_test.dtype.kind:
+        raise ValueError(
+            f"{path}: y_train holds {kinds[y_train.dtype.kind]} labels but y_test "
+            f"{kinds[y_test.dtype.kind]} labels; give both the same kind."
+        )
     if X_train.shape[1:] != X_test.shape[1:]:
         raise ValueError(
             f"{path}: X_train holds samples of shape {X_train.shape[1:]} "
@@ -655,7 +675,13 @@ def load_image_folder(path, *, image_shape=None, test_size=0.5, random_state=0):
       soon as one image has colour (grey images are copied to the three
       channels, which loses nothing) and grey otherwise. An image in a
       colour mode whose channels are all equal counts as grey; alpha is
-      dropped.
+      dropped;
+    * depth: grey images of more than 8 bits are rescaled to 8 bits, not
+      clipped: 16-bit ones (Pillow modes ``"I;16"``, ``"I;16B"``...) are
+      multiplied by 255 / 65535; 32-bit integer (``"I"``) and float
+      (``"F"``) ones keep their values when all are in [0, 255], are read
+      as 16-bit when all are in [0, 65535] and are otherwise divided by
+      the image's own largest value (negative values become 0).
 
     Parameters
     ----------
@@ -788,8 +814,28 @@ def _to_array(images, image_shape, Image):
     mode = "RGB" if colour else "L"
     arrays = []
     for image in images:
+        image = _to_8_bits(image, Image)
         image = image.convert(mode)  # drops alpha; a palette becomes its colours
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.uint8))
     return np.stack(arrays)
+
+
+def _to_8_bits(image, Image):
+    """A grey image of 16 or 32 bits (or floats) rescaled to mode ``"L"``; others as they are.
+
+    Pillow's ``convert("L")`` clips such values to 0..255 (see
+    :func:`load_image_folder` for the scale).
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    high = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16") or 255 < high <= 65535:
+        scale = 255 / 65535
+    elif high <= 255:
+        scale = 1.0
+    else:
+        scale = 255 / high
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")

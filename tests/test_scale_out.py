@@ -167,3 +167,20 @@ def test_no_gpu_leaves_the_device_alone(monkeypatch):
     (task,) = make_tasks("toy", "one-vs-all", X, np.repeat([0, 1], 20), X, np.repeat([0, 1], 20), classes=[1])
     (record,) = run_all([(task, "probe", DeviceProbe(), 0)], progress=False)
     assert record["params"]["device"] == "'auto'"
+
+
+def test_ray_address_where_nothing_listens_is_a_usage_error_not_a_hang(tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:  # a port just freed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["--detectors", "iforest", "--classes", "0", "--backend", "ray", "--scheduler",
+            f"127.0.0.1:{port}", "--quiet", "--out", str(tmp_path / "r")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--scheduler 127.0.0.1:{port}: cannot connect (nothing answers at 127.0.0.1:{port}" in err
+    assert err.count("\n") == 1

@@ -181,6 +181,8 @@ X4, Y4 = np.zeros((4, 8, 8)), np.array([0, 1, 0, 1])
          "X_train holds samples of shape (8, 8) but X_test of shape (4, 8)"),
         ({"X_train": X4, "y_train": Y4, "X_test": X4, "y_test": Y4 * 0}, "y_test holds one class only (0)"),
         ({"X": np.array([{}, {}, {}, {}], dtype=object), "y": Y4}, "X holds Python objects, which are not loaded"),
+        ({"X_train": X4, "y_train": Y4.astype(str), "X_test": X4, "y_test": Y4},
+         "y_train holds string labels but y_test integer labels; give both the same kind"),
     ],
 )  # fmt: skip
 def test_bad_npz_is_a_one_line_usage_error(arrays, message, tmp_path, capsys, no_runs):
@@ -221,7 +223,7 @@ def test_bad_image_folder_is_a_one_line_usage_error(make, message, tmp_path, cap
         (["--dataset", "no/such/data.npz"], "--dataset: no/such/data.npz: no such file or folder"),
         (["--dataset", "digts"], "unknown data set 'digts' (did you mean 'digits'?); choose from"),
         (["--image-shape", "8x8"], "--image-shape applies to your own data (--dataset PATH) only"),
-        (["--image-shape", "8by8"], "argument --image-shape: expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS"),
+        (["--image-shape", "8by8"], "--image-shape: expected HEIGHTxWIDTH, HEIGHTxWIDTHxCHANNELS"),
         (["--dataset", "{npz}", "--classes", "7,cat"], "--classes: {npz} has no class cat; its classes are 0, 1,"),
         (["--dataset", "{npz}", "--image-shape", "4x4"], "X holds samples of shape (8, 8), not image_shape (4, 4)"),
     ],
@@ -229,3 +231,87 @@ def test_bad_image_folder_is_a_one_line_usage_error(make, message, tmp_path, cap
 def test_bad_options_on_your_own_data(argv, message, digits_npz, tmp_path, capsys, no_runs):
     argv = [arg.format(npz=digits_npz) for arg in argv]
     assert message.format(npz=digits_npz) in usage_error(argv, capsys, tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["one-vs-all", "contaminated"])
+def test_a_normal_class_missing_from_the_test_set_is_a_usage_error(protocol, digits, tmp_path, capsys, no_runs):
+    # Class 0 is in training but not in the test set: its AUROC would be NaN.
+    y = digits.target
+    path = npz(tmp_path, X_train=digits.data[:600], y_train=y[:600],
+               X_test=digits.data[600:][y[600:] != 0], y_test=y[600:][y[600:] != 0])  # fmt: skip
+    error = usage_error(["--dataset", path, "--protocol", protocol, "--classes", "0"], capsys, tmp_path)
+    assert f"--protocol {protocol} on {path}: normal class 0 is not in y_test" in error
+
+
+def test_a_run_whose_auroc_is_undefined_records_an_error_not_nan():
+    from skgeoad.benchmark import make_detector, runner
+    from skgeoad.benchmark.protocols import Task
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    task = Task("toy", "one-vs-all", 0, X, X, np.ones(20, dtype=bool))
+    record = runner.run_one(task, "iforest", make_detector("iforest"), 0)
+    assert "auroc" not in record and "holds only normal samples: AUROC is undefined" in record["error"]
+
+
+def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 60000, 64).reshape(8, 8).astype(np.uint16)
+    for name, images in (("dark", [ramp // 4, ramp // 3]), ("light", [ramp, ramp // 2])):
+        (tmp_path / name).mkdir()
+        for i, values in enumerate(images):
+            Image.fromarray(values).save(tmp_path / name / f"{i}.png")  # 16-bit grey PNG
+    assert Image.open(tmp_path / "light" / "0.png").mode.startswith("I")
+    X_train, y_train, X_test, y_test = datasets.load_image_folder(tmp_path)
+    X = np.concatenate([X_train, X_test])
+    assert X.dtype == np.uint8 and len(np.unique(X)) > 10  # not 0 / 255
+    assert abs(int(X.max()) - round(60000 * 255 / 65535)) <= 1
+
+
+@pytest.mark.parametrize("typed, key", [("01", "01"), ("2", "02")])
+def test_zero_padded_class_folders_are_found_by_name(typed, key, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs])
+    )
+    root = write_folder(tmp_path / "images", {"01": 4, "02": 4})
+    argv = ["--dataset", str(root), "--detectors", "iforest", "--classes", typed, "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    assert seen["keys"] == [key]
+
+
+def test_zero_padded_class_matches_an_integer_label(digits_npz, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        cli, "run_all", lambda jobs, **k: seen.setdefault("keys", [j[0].key for j in jobs])
+    )
+    argv = ["--dataset", str(digits_npz), "--detectors", "iforest", "--classes", "03", "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    assert seen["keys"] == [3]
+
+
+def test_a_csv_file_is_plainly_not_an_npz(tmp_path, capsys, no_runs):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    error = usage_error(["--dataset", str(path)], capsys, tmp_path)
+    assert f"--dataset: {path}: not a NumPy .npz file (numpy.savez writes a zip archive" in error
+    assert "pickle" not in error
+
+
+def test_image_shape_tabular_keeps_64_features_rows(tmp_path, digits, monkeypatch):
+    from skgeoad.benchmark import runner
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_all", lambda jobs, **k: seen.setdefault("jobs", jobs))
+    path = npz(tmp_path, X=digits.data, y=digits.target)  # (n, 64): 8x8 images unless told
+    argv = ["--dataset", path, "--image-shape", "tabular", "--detectors", "geometric",
+            "--set", "geometric.epochs=1", "--set", "geometric.n_affine_transforms=2",
+            "--set", "geometric.validation_fraction=0",
+            "--classes", "0", "--max-train", "40", "--n-test", "60", "--quiet",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    benchmark.main(argv)
+    (job,) = seen["jobs"]
+    assert job[0].image_shape == "tabular"
+    record = runner.run_one(*job)
+    assert "error" not in record, record.get("error")
+    assert record["params"]["image_shape"] == "'tabular'"

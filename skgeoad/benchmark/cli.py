@@ -94,9 +94,19 @@ def _names(choices, what):
 
 
 def _class_list(text):
-    """An argparse type: comma-separated classes, integers or names (class folders)."""
+    """An argparse type: comma-separated classes, integers or names (class folders).
+
+    Only an integer written plainly becomes an ``int``: ``"01"`` stays text,
+    to match a class folder named ``01`` (see :func:`_resolve_classes`).
+    """
     names = _comma_list(text, "classes")
-    return [int(name) if name.lstrip("-").isdigit() else name for name in names]
+    return [int(name) if str(_as_int(name)) == name else name for name in names]
+
+
+def _as_int(value):
+    """``value`` (a label or a class as typed) as an integer, or None when it is not one."""
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def _datasets(text):
@@ -113,14 +123,16 @@ def _datasets(text):
 
 
 def _image_shape(text):
-    """An argparse type: ``HxW`` or ``HxWxC``."""
+    """An argparse type: ``HxW``, ``HxWxC`` or ``tabular``."""
+    if text.strip().lower() == "tabular":
+        return "tabular"
     try:
         shape = tuple(int(side) for side in text.lower().split("x"))
     except ValueError:
         shape = ()
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected HEIGHTxWIDTH or HEIGHTxWIDTHxCHANNELS, got {text!r}"
+            f"expected HEIGHTxWIDTH, HEIGHTxWIDTHxCHANNELS or tabular, got {text!r}"
         )
     return shape
 
@@ -143,10 +155,12 @@ def build_parser():
                         help=f"comma-separated, from {sorted(DATASETS)}, or paths of your own data: "
                              "a .npz file (X_train, y_train, X_test, y_test or X, y) or a folder of "
                              "images with one sub-folder per class (default: digits)")
-    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]",
+    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW[xC]|tabular",
                         help="your own data: flat .npz rows are images of this shape; a folder's "
                              "images are resized to it (C=1 grey, C=3 RGB; default: the most "
-                             "common size, RGB if any image has colour)")
+                             "common size, RGB if any image has colour); 'tabular': the rows "
+                             "are plain features, not images (else 64, 81... features read as "
+                             "8x8, 9x9...)")
     parser.add_argument("--data-home", default=None, help="folder with the data sets' files ($SKGEOAD_DATA)")
     parser.add_argument("--protocol", default="one-vs-all", choices=PROTOCOLS)
     parser.add_argument("--detectors", default="geometric,iforest,ocsvm",
@@ -311,15 +325,31 @@ def _load(dataset, args):
 
 
 def _resolve_classes(flag, classes, labels, dataset):
-    """The labels that ``classes`` name (``3`` or ``"3"`` for a folder named 3), all checked."""
+    """The labels that ``classes`` name, all checked.
+
+    A class as typed matches the label whose text it is (``3`` a folder
+    named 3, ``01`` a folder named 01); failing that, an integer matches
+    the one label of that value (``01`` the integer label 1, ``1`` a
+    folder named 01).
+    """
     by_name = {str(label): label for label in labels}
-    missing = [c for c in classes if str(c) not in by_name]
+    resolved, missing = [], []
+    for c in classes:
+        if str(c) in by_name:
+            resolved.append(by_name[str(c)])
+            continue
+        value = _as_int(c)
+        same = [label for label in labels if value is not None and _as_int(label) == value]
+        if len(same) == 1:
+            resolved.append(same[0])
+        else:
+            missing.append(c)
     if missing:
         raise UsageError(
             f"{flag}: {dataset} has no class {', '.join(map(str, missing))}; "
             f"its classes are {', '.join(map(str, labels))}"
         )
-    return None if classes is None else [by_name[str(c)] for c in classes]
+    return resolved
 
 
 def _tasks(dataset, args):

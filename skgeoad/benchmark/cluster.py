@@ -22,6 +22,9 @@ WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 
 #: How long joining a cluster at ``scheduler`` may take before it is reported.
 CONNECT_TIMEOUT = "20s"
 
+#: Seconds to wait for a Ray cluster's ``host:port`` to accept a connection.
+PROBE_TIMEOUT = 10
+
 
 @contextmanager
 def connect(backend, scheduler=None, *, n_workers=1):
@@ -112,6 +115,7 @@ def _ray(scheduler, n_workers):
     if ray.is_initialized():  # a caller's own connection: use it, leave it open
         started = False
     elif scheduler:
+        _probe(scheduler)
         ray.init(address=scheduler, logging_level=logging.WARNING, log_to_driver=False)
         started = True
     else:
@@ -127,3 +131,32 @@ def _ray(scheduler, n_workers):
         if started:
             # Stops a local Ray; from a joined cluster it only disconnects.
             ray.shutdown()
+
+
+def _probe(address):
+    """Raise ``ConnectionError`` unless a Ray ``host:port`` address accepts a TCP connection.
+
+    ``ray.init`` retries an address where nothing listens for ever; this
+    fails at once instead. ``"auto"``, ``"local"`` and ``"ray://..."``
+    addresses are left to Ray (the last has its own timeout).
+
+    Raises
+    ------
+    ConnectionError
+        When nothing answers at ``address`` within :data:`PROBE_TIMEOUT` seconds.
+    """
+    import socket
+
+    if "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        port = int(port)
+    except ValueError:
+        return  # not host:port; Ray says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), port), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"nothing answers at {address} ({exc.strerror or type(exc).__name__})"
+        ) from None

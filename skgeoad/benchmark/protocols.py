@@ -44,7 +44,7 @@ class Task:
     is_normal: np.ndarray = field(repr=False)
     fit_params: dict = field(default_factory=dict, repr=False)
     info: dict = field(default_factory=dict)
-    image_shape: tuple | None = field(default=None, repr=False)
+    image_shape: tuple | str | None = field(default=None, repr=False)
 
 
 def is_path(name):
@@ -71,12 +71,14 @@ def load_rows(name, data_home=None, *, image_shape=None, return_shape=False):
 
     Parameters
     ----------
-    image_shape : tuple, optional
-        Your own data: the images' ``(H, W)`` or ``(H, W, C)``.
+    image_shape : tuple or "tabular", optional
+        Your own data: the images' ``(H, W)`` or ``(H, W, C)``, or
+        ``"tabular"``: the rows are plain features, never images (even
+        64 of them, which the detectors would read as 8x8).
     return_shape : bool, default=False
         Also return the images' shape: ``(H, W)`` or ``(H, W, C)`` of your
-        own images, ``None`` for rows and for the known data sets (whose
-        square images the detectors infer).
+        own images, ``"tabular"`` when asked so, ``None`` for rows and for
+        the known data sets (whose square images the detectors infer).
 
     Returns
     -------
@@ -85,11 +87,14 @@ def load_rows(name, data_home=None, *, image_shape=None, return_shape=False):
         Only with ``return_shape=True``.
     """
     if is_path(name):
-        X_train, y_train, X_test, y_test = datasets.load_dataset(name, image_shape=image_shape)
+        tabular = isinstance(image_shape, str) and image_shape == "tabular"
+        X_train, y_train, X_test, y_test = datasets.load_dataset(
+            name, image_shape=None if tabular else image_shape
+        )
         low, high = float(X_train.min()), float(X_train.max())
         if high == low:
             raise ValueError(f"{name}: every value of the training set is {low}; nothing to learn.")
-        shape = X_train.shape[1:] if X_train.ndim > 2 else None
+        shape = "tabular" if tabular else X_train.shape[1:] if X_train.ndim > 2 else None
     else:
         if name not in DATASETS:
             raise ValueError(f"Unknown data set {name!r}; choose from {sorted(DATASETS)}.")
@@ -166,13 +171,14 @@ def make_tasks(
         half of the classes (5-9 for ten classes, as in Lee & Lee's Test 2).
     max_normal_classes : int, default=5
         Multi-normal: normal classes ``0..k-1`` for ``k = 1..max_normal_classes``.
-    image_shape : tuple, optional
+    image_shape : tuple or "tabular", optional
         The rows' image shape, for the detectors (see :class:`Task`).
 
     Raises
     ------
     ValueError
-        For a class that is not in ``y_train``, a split the data cannot give
+        For a class that is not in ``y_train``, a normal class (one-vs-all,
+        contaminated) that is not in ``y_test`` or is its only class, a split the data cannot give
         (see :func:`skgeoad.datasets.contaminated`), or no class left to be
         normal in the multi-normal protocol.
 
@@ -188,6 +194,18 @@ def make_tasks(
         raise ValueError(f"max_train must be None or at least 1, got {max_train}.")
     if classes is not None:
         datasets._check_classes(y_train, classes, "classes", "y_train")
+    if protocol in ("one-vs-all", "contaminated"):
+        test_labels = np.unique(y_test).tolist()
+        for c in classes or labels:
+            if c not in test_labels:
+                raise ValueError(
+                    f"normal class {c} is not in y_test: AUROC needs normal test samples "
+                    f"(y_test's classes are {', '.join(map(str, test_labels))})."
+                )
+            if len(test_labels) < 2:
+                raise ValueError(
+                    f"y_test holds normal class {c} only: AUROC needs anomalous test samples too."
+                )
     rng = np.random.default_rng(0)
     tasks = []
     if protocol == "one-vs-all":

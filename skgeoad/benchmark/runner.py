@@ -77,7 +77,8 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             if moved != device:
                 estimator.set_params(device=moved)
             if task.image_shape is not None and params.get("image_shape", False) is None:
-                estimator.set_params(image_shape=tuple(task.image_shape))  # rows of your own images
+                shape = task.image_shape  # rows of your own images, or "tabular"
+                estimator.set_params(image_shape=shape if isinstance(shape, str) else tuple(shape))
             record["params"] = {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
@@ -86,9 +87,19 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             done = time.perf_counter()
         if not np.all(np.isfinite(scores)):
             raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} scores are not finite.")
+        n_normal = int(np.sum(task.is_normal))
+        if n_normal in (0, len(task.is_normal)):
+            raise ValueError(
+                f"the test set holds {'no' if n_normal == 0 else 'only'} normal samples: "
+                "AUROC is undefined."
+            )
+        auroc = float(roc_auc_score(task.is_normal, scores))
+        aupr = float(average_precision_score(task.is_normal, scores))
+        if not (np.isfinite(auroc) and np.isfinite(aupr)):
+            raise ValueError(f"AUROC {auroc} / AUPR {aupr} is undefined.")
         record.update(
-            auroc=float(roc_auc_score(task.is_normal, scores)),
-            aupr=float(average_precision_score(task.is_normal, scores)),
+            auroc=auroc,
+            aupr=aupr,
             fit_seconds=fitted - start,
             score_seconds=done - fitted,
         )
