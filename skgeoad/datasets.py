@@ -5,6 +5,7 @@ channels-last arrays ``(n, H, W)`` or ``(n, H, W, C)`` that the detectors take
 directly. Nothing is ever downloaded.
 """
 
+import contextlib
 import gzip
 import os
 from pathlib import Path
@@ -737,12 +738,12 @@ def load_image_folder(path, *, image_shape=None, test_size=0.5, random_state=0):
             )
     parts = _visible_folders(path)
     if {p.name for p in parts} == {"train", "test"}:
-        train, test = (_read_class_folders(path / name, Image) for name in ("train", "test"))
+        train, test = (_read_class_folders(path / name) for name in ("train", "test"))
         files = train[0] + test[0]
         is_test = np.repeat([False, True], [len(train[0]), len(test[0])])
         labels = np.array(train[1] + test[1])
     else:
-        files, names = _read_class_folders(path, Image)
+        files, names = _read_class_folders(path)
         labels, is_test = np.array(names), None
         _check_two_classes(labels, "the folder", path, "anomaly detection needs two classes or more")
     X = _to_array(files, image_shape, Image)
@@ -756,8 +757,8 @@ def _visible_folders(path):
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_class_folders(path, Image):
-    """``(images, labels)`` of ``path/<class>/**``: the images opened and loaded, in sorted order."""
+def _read_class_folders(path):
+    """``(files, labels)`` of ``path/<class>/**``: the image files, in sorted order."""
     classes = _visible_folders(path)
     if not classes:
         loose = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -766,7 +767,7 @@ def _read_class_folders(path, Image):
             + ("images but no class sub-folders" if loose else "empty folder")
             + ": expected one sub-folder of images per class, named after the class."
         )
-    images, labels = [], []
+    files_found, labels = [], []
     for folder in classes:
         files = sorted(
             p for p in folder.rglob("*")
@@ -778,19 +779,21 @@ def _read_class_folders(path, Image):
                 f"{folder}: class folder {folder.name!r} holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)})."
             )
-        for file in files:
-            images.append(_open_image(file, Image))
-            labels.append(folder.name)
-    return images, labels
+        files_found += files
+        labels += [folder.name] * len(files)
+    return files_found, labels
 
 
+@contextlib.contextmanager
 def _open_image(file, Image):
+    """``file`` opened and decoded, closed on exit; a ``ValueError`` naming it if it cannot be."""
     try:
-        with Image.open(file) as image:
-            image.load()
-            return image.copy()
+        image = Image.open(file)
+        image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{file}: not a readable image ({' '.join(str(exc).split())}).") from None
+    with image:
+        yield image
 
 
 def _is_colour(image):
@@ -800,26 +803,34 @@ def _is_colour(image):
     return bool(np.any(red != green) or np.any(green != blue))
 
 
-def _to_array(images, image_shape, Image):
-    """One uint8 array of ``images`` at one size and mode (see :func:`load_image_folder`)."""
+def _to_array(files, image_shape, Image):
+    """One uint8 array of the images in ``files`` at one size and mode (see :func:`load_image_folder`).
+
+    One image is decoded at a time (twice without ``image_shape``: once to find the common
+    size and mode), so memory holds the result and a single full-size image, not the folder.
+    """
     from collections import Counter
 
     if image_shape is not None:
         height, width = image_shape[:2]
         colour = image_shape[2:] == (3,)
     else:
-        sizes = Counter(image.size for image in images)  # Pillow's sizes are (width, height)
+        sizes, colour = Counter(), False
+        for file in files:
+            with _open_image(file, Image) as image:
+                sizes[image.size] += 1  # Pillow's sizes are (width, height)
+                colour = colour or _is_colour(image)
         width, height = max(sizes, key=lambda size: (sizes[size], size[0] * size[1]))
-        colour = any(_is_colour(image) for image in images)
     mode = "RGB" if colour else "L"
-    arrays = []
-    for image in images:
-        image = _to_8_bits(image, Image)
-        image = image.convert(mode)  # drops alpha; a palette becomes its colours
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(image, dtype=np.uint8))
-    return np.stack(arrays)
+    X = np.empty((len(files), height, width, 3) if colour else (len(files), height, width), np.uint8)
+    for index, file in enumerate(files):
+        with _open_image(file, Image) as image:
+            image = _to_8_bits(image, Image)
+            image = image.convert(mode)  # drops alpha; a palette becomes its colours
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            X[index] = np.asarray(image, dtype=np.uint8)
+    return X
 
 
 def _to_8_bits(image, Image):

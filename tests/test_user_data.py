@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import weakref
 
 import numpy as np
 import pytest
@@ -103,6 +104,29 @@ def test_image_folder_is_rgb_when_any_image_has_colour_or_as_asked(tmp_path):
     grey = write_folder(tmp_path / "grey", {"a": 2, "b": 2})
     Image.new("RGB", (8, 8), (50, 50, 50)).save(grey / "a" / "grey-as-rgb.png")
     assert datasets.load_image_folder(grey)[0].ndim == 3
+
+
+@pytest.mark.parametrize("image_shape", [None, (4, 4)])
+def test_image_folder_decodes_one_image_at_a_time(image_shape, tmp_path, monkeypatch):
+    # A folder of camera photos must not be held decoded in memory at full size: whenever an
+    # image is opened, at most one other full-size image (the one before it) may be alive.
+    root = write_folder(tmp_path / "many", {"a": 5, "b": 5}, size=(64, 64))
+    real_init, real_open, images, most_alive = Image.Image.__init__, Image.open, [], [0]
+
+    def tracking_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        images.append(weakref.ref(self))
+
+    def tracking_open(file, *args, **kwargs):
+        alive = [ref() for ref in images]
+        most_alive[0] = max(most_alive[0], sum(i is not None and i.size == (64, 64) for i in alive))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "__init__", tracking_init)
+    monkeypatch.setattr(Image, "open", tracking_open)
+    X_train, _, X_test, _ = datasets.load_image_folder(root, image_shape=image_shape)
+    assert len(X_train) + len(X_test) == 10 and len(images) >= 10
+    assert most_alive[0] <= 1
 
 
 def test_image_folder_with_its_own_train_and_test(tmp_path):
