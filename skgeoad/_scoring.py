@@ -8,8 +8,11 @@ everything learned held as buffers: what ONNX export and other graph tools
 need. They know nothing of scikit-learn; :mod:`skgeoad.export` builds them
 from a fitted detector.
 
-Each reproduces its detector's float32 (tabular: float64) path, op for op, so
-that the scores agree to float rounding; a detector fitted with
+The score rules themselves (``transformation_normality``,
+``softmax_normality``, ``reconstruction_normality``) are functions the
+detectors call too, so a rule is written once. Each module reproduces its
+detector's float32 (tabular: float64) path, op for op, so that the scores
+agree to float rounding; a detector fitted with
 ``mixed_precision`` scores in bf16 and differs from them by bf16's rounding.
 """
 
@@ -17,6 +20,38 @@ import math
 
 import torch
 from torch import nn
+
+
+def transformation_normality(log_p, rule, alpha_minus_one):
+    """GEOM's score rules from ``log_p[i, t, j]`` (log-probability of transformation ``j``
+    given transformation ``t`` of sample ``i``): ``"simplified"``, the mean probability of
+    the right transformation, or ``"dirichlet"``, the Dirichlet log-likelihood up to constants
+    (``alpha_minus_one``: ``alpha_ - 1`` per transformation, float64)."""
+    n_transforms = log_p.shape[1]
+    if rule == "simplified":
+        return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
+    weighted = log_p.to(alpha_minus_one.dtype) * alpha_minus_one
+    return weighted.sum((1, 2)) / n_transforms
+
+
+def softmax_normality(logits, rule):
+    """SubCluster's softmax rules: ``"msp"``, the largest probability, or ``"kl"``, the KL
+    divergence of the softmax from the uniform distribution."""
+    if rule == "msp":
+        return torch.softmax(logits, dim=1).amax(1)
+    log_p = torch.log_softmax(logits, dim=1)
+    # A tensor in the score's dtype: an ONNX exporter stores a Python float as float32,
+    # 2e-8 off in a float64 graph, where KL scores of spread softmaxes are ~1e-5.
+    uniform = torch.tensor(math.log(logits.shape[1]), dtype=log_p.dtype, device=log_p.device)
+    return (log_p.exp() * log_p).sum(1) + uniform
+
+
+def reconstruction_normality(x, reconstruction, rule):
+    """An autoencoder's rules on flat samples: ``"cosine"`` similarity of a sample and its
+    reconstruction, or ``"mse"``, minus their mean squared difference."""
+    if rule == "cosine":
+        return nn.functional.cosine_similarity(x, reconstruction, dim=1)
+    return -(x - reconstruction).pow(2).mean(1)
 
 
 class RowScaling(nn.Module):
@@ -74,10 +109,7 @@ class GeometricScore(nn.Module):
         logits = self.network(self.transformations.expand(self.scaling(X)))
         log_p = torch.log_softmax(logits.float(), dim=1).clamp_min(self.floor)
         log_p = log_p.reshape(-1, n_transforms, n_transforms)
-        if self.rule == "simplified":
-            return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
-        weighted = log_p.to(self.alpha_minus_one.dtype) * self.alpha_minus_one
-        return weighted.sum((1, 2)) / n_transforms
+        return transformation_normality(log_p, self.rule, self.alpha_minus_one)
 
 
 class AutoencoderScore(nn.Module):
@@ -109,9 +141,7 @@ class AutoencoderScore(nn.Module):
             X = X.flatten(1) if self.input_shape is None else X.reshape(-1, *self.input_shape)
         reconstruction = self.autoencoder.decode(self.autoencoder.encode(X))
         X, reconstruction = X.flatten(1), reconstruction.to(X.dtype).flatten(1)
-        if self.rule == "cosine":
-            return nn.functional.cosine_similarity(X, reconstruction, dim=1)
-        return -(X - reconstruction).pow(2).mean(1)
+        return reconstruction_normality(X, reconstruction, self.rule)
 
 
 class SubClusterScore(nn.Module):
@@ -160,14 +190,7 @@ class SubClusterScore(nn.Module):
         features = self.network.forward_features(X)
         if self.rule == "knn":
             return self._knn(features.to(self.dtype))
-        logits = self.network.forward_head(features).to(self.dtype)
-        if self.rule == "msp":
-            return torch.softmax(logits, dim=1).amax(1)
-        log_p = torch.log_softmax(logits, dim=1)
-        # A tensor in the score's dtype: the exporter would store a Python float as float32,
-        # 2e-8 off in a float64 graph, where KL scores of spread softmaxes are ~1e-5.
-        uniform = torch.tensor(math.log(logits.shape[1]), dtype=log_p.dtype)
-        return (log_p.exp() * log_p).sum(1) + uniform
+        return softmax_normality(self.network.forward_head(features).to(self.dtype), self.rule)
 
     def _knn(self, features):
         if self.metric == "cosine":

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._scoring import transformation_normality
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
 from .dirichlet import PROBABILITY_FLOOR, fit_dirichlet
@@ -365,10 +366,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         return size
 
     def _normality(self, log_p, rule):
-        if rule == "simplified":
-            return log_p.diagonal(dim1=1, dim2=2).exp().mean(1)
-        weighted = log_p.to(self._alpha_minus_one.dtype) * self._alpha_minus_one
-        return weighted.sum((1, 2)) / self.n_transforms_
+        return transformation_normality(log_p, rule, self._alpha_minus_one)
 
     def transformation_proba(self, X):
         """The classifier's softmax over the transformations, for every transformation of X.

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._scoring import reconstruction_normality
 from ._torch import autocast, build_module, evaluate_loss, progress, run_epoch
 from .base import BaseDeepDetector
 from .clustering import distribution_clustering, fit_predict_clusters, select_low_variance_clusters
@@ -371,10 +372,8 @@ class IterativeClusterAEDetector(BaseDeepDetector):
                 reconstruction = self.network_.decode(code)
             chunk, reconstruction = chunk.flatten(1), reconstruction.to(self._dtype).flatten(1)
             codes.append(code.to(self._dtype))
-            if "cosine" in scores:
-                scores["cosine"].append(torch.nn.functional.cosine_similarity(chunk, reconstruction, dim=1))
-            if "mse" in scores:
-                scores["mse"].append(-(chunk - reconstruction).pow(2).mean(1))
+            for rule, values in scores.items():
+                values.append(reconstruction_normality(chunk, reconstruction, rule))
         return torch.cat(codes), {rule: torch.cat(values).cpu().numpy().astype(np.float64) for rule, values in scores.items()}
 
     def _score_rule(self):

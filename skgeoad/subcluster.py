@@ -1,6 +1,5 @@
 """Anomaly detection with a classifier over sub-clusters of the normal data (Lee & Lee)."""
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._scoring import softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
@@ -450,11 +450,5 @@ class SubClusterDetector(BaseDeepDetector):
             return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy().astype(np.float64)
         scores = []
         for logits, features in self._forward(X):
-            if rule == "msp":
-                scores.append(torch.softmax(logits, dim=1).amax(1))
-            elif rule == "kl":
-                log_p = torch.log_softmax(logits, dim=1)
-                scores.append((log_p.exp() * log_p).sum(1) + math.log(logits.shape[1]))
-            else:
-                scores.append(self._knn(features))
+            scores.append(self._knn(features) if rule == "knn" else softmax_normality(logits, rule))
         return torch.cat(scores).cpu().numpy().astype(np.float64)
