@@ -444,10 +444,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "device_" in state:
-            self.device_ = fallback_device(torch.device(self.device_))
-            self.mixed_precision_ = use_mixed_precision(self.mixed_precision, self.device_)
-            for name, value in list(vars(self).items()):
-                setattr(self, name, map_torch(value, lambda torch_object: torch_object.to(self.device_)))
+            self._place_on(fallback_device(torch.device(self.device_)))
+
+    def _place_on(self, device):
+        """Make ``device`` the fitted model's device: every tensor and module moves to it,
+        and bf16 autocast is decided anew for it (a loaded model's device may differ from
+        the one it was fitted on)."""
+        self.device_ = device
+        self.mixed_precision_ = use_mixed_precision(self.mixed_precision, device)
+        for name, value in list(vars(self).items()):
+            setattr(self, name, map_torch(value, lambda torch_object: torch_object.to(device)))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -545,7 +545,7 @@ def load(path, device=None):
     >>> skgeoad.load(path, device="cpu").predict(X[:4])
     array([ 1,  1,  1, -1])
     """
-    from ._torch import fallback_device, resolve_device, use_mixed_precision
+    from ._torch import fallback_device, resolve_device
 
     try:
         archive = zipfile.ZipFile(path)
@@ -567,9 +567,7 @@ def load(path, device=None):
     missing = [name for name in _required_fitted(cls) if name not in vars(detector)]
     if missing:
         raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
-    detector.device_ = target
-    if hasattr(detector, "mixed_precision_"):
-        detector.mixed_precision_ = use_mixed_precision(detector.mixed_precision, target)
+    detector._place_on(target)  # the arrays were read onto it; this sets device_ and autocast
     try:
         check_is_fitted(detector)
     except NotFittedError:
