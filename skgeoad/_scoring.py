@@ -46,6 +46,15 @@ def softmax_normality(logits, rule):
     return (log_p.exp() * log_p).sum(1) + uniform
 
 
+def knn_normality(features, reference, n_neighbors):
+    """The k-NN rules' similarity: the mean cosine similarity of each row of ``features``
+    ``(..., n, d)`` to its ``n_neighbors`` most similar rows of ``reference`` ``(..., m, d)``,
+    both already L2-normalised along the last axis; batched over the leading axes (GEOM
+    keeps one reference per transformation). Returns shape ``(..., n)``."""
+    similarity = features @ reference.transpose(-2, -1)
+    return similarity.topk(n_neighbors, dim=-1).values.mean(-1)
+
+
 def reconstruction_normality(x, reconstruction, rule):
     """An autoencoder's rules on flat samples: ``"cosine"`` similarity of a sample and its
     reconstruction, or ``"mse"``, minus their mean squared difference."""
@@ -89,24 +98,40 @@ class GeometricScore(nn.Module):
         :class:`~skgeoad.transforms.AffineTransformations` (its ``expand``).
     network : nn.Module
         The transformation classifier.
-    rule : {"dirichlet", "simplified"}
+    rule : {"dirichlet", "simplified", "knn"}
     alpha_minus_one : torch.Tensor of shape (T, T)
         ``alpha_ - 1`` in float64 (the Dirichlet rule's weights).
     floor : float
         Log-probabilities are clipped below at it.
+    reference : torch.Tensor of shape (n_reference, T * n_features_out), optional
+        The k-NN rule's training features (``train_features_``).
+    n_neighbors : int, default=1
+        Neighbours of the k-NN rule.
     """
 
-    def __init__(self, scaling, transformations, network, rule, alpha_minus_one, floor):
+    def __init__(self, scaling, transformations, network, rule, alpha_minus_one, floor,
+                 reference=None, n_neighbors=1):  # fmt: skip
         super().__init__()
         self.scaling, self.transformations, self.network = scaling, transformations, network
         self.rule = rule
         self.n_transforms = int(alpha_minus_one.shape[0])
         self.register_buffer("alpha_minus_one", alpha_minus_one)
         self.floor = float(floor)
+        if reference is not None:
+            self.register_buffer("reference", reference)
+            self.n_neighbors = min(int(n_neighbors), len(reference))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         n_transforms = self.n_transforms
-        logits = self.network(self.transformations.expand(self.scaling(X)))
+        inputs = self.transformations.expand(self.scaling(X))
+        if self.rule == "knn":
+            # As the detector's _network_outputs: each transformation's features unit-length,
+            # then one row per sample, scaled to unit length.
+            features = self.network.forward_features(inputs).to(self.reference.dtype)
+            features = nn.functional.normalize(features, dim=1)
+            features = features.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms)
+            return knn_normality(features, self.reference, self.n_neighbors)
+        logits = self.network(inputs)
         log_p = torch.log_softmax(logits.float(), dim=1).clamp_min(self.floor)
         log_p = log_p.reshape(-1, n_transforms, n_transforms)
         return transformation_normality(log_p, self.rule, self.alpha_minus_one)
@@ -194,13 +219,13 @@ class SubClusterScore(nn.Module):
 
     def _knn(self, features):
         if self.metric == "cosine":
-            similarity = nn.functional.normalize(features, dim=1) @ self.reference.T
-        else:
-            # From the differences, as the detector computes them (torch.cdist's exact mode,
-            # which the exporter cannot translate); the graph holds a (batch, n_train,
-            # n_features) tensor for them.
-            difference = features.unsqueeze(1) - self.reference.unsqueeze(0)
-            similarity = -difference.pow(2).sum(-1).sqrt()
+            features = nn.functional.normalize(features, dim=1)
+            return knn_normality(features, self.reference, self.n_neighbors)
+        # From the differences, as the detector computes them (torch.cdist's exact mode,
+        # which the exporter cannot translate); the graph holds a (batch, n_train,
+        # n_features) tensor for them.
+        difference = features.unsqueeze(1) - self.reference.unsqueeze(0)
+        similarity = -difference.pow(2).sum(-1).sqrt()
         return similarity.topk(self.n_neighbors, dim=1).values.mean(1)
 
 

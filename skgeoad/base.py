@@ -127,6 +127,17 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """Scores per rule of the held-out samples that set the offsets."""
         return {rule: self._score_tensor(X, rule) for rule in self._score_rules or (None,)}
 
+    def _scores_by_rule(self, X):
+        """``score_samples(X)`` under every rule of ``_score_rules``, in one pass through
+        the network where the detector's calibration does it so (the benchmark's
+        ``--all-rules``): ``{rule: scores}``."""
+        data = self._fitted_data(X)
+        with deterministic_algorithms(get_config()["deterministic"]):
+            scores = self._calibration_scores(data, None)
+        for rule, values in scores.items():
+            self._check_finite_scores(values, "X", rule)
+        return scores
+
     # -- public API --------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)

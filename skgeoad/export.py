@@ -10,8 +10,8 @@ module.
 What exports, and what does not
 -------------------------------
 * :class:`~skgeoad.GeometricTransformDetector`: every transformation set (and
-  the affine maps of tabular data), ``score_type="dirichlet"`` and
-  ``"simplified"``.
+  the affine maps of tabular data), ``score_type="dirichlet"``,
+  ``"simplified"`` and ``"knn"`` (the training features travel in the file).
 * :class:`~skgeoad.IterativeClusterAEDetector`: both autoencoders,
   ``score_type="cosine"`` and ``"mse"``.
 * :class:`~skgeoad.SubClusterDetector`: ``"msp"``, ``"kl"``, ``"knn"`` (the
@@ -402,13 +402,17 @@ def _geometric(detector):
     transformations = _cpu_copy(detector.transformations_)
     if detector.image_shape_ is None:
         transformations = transformations.to(dtype)
+    rule = detector._score_rule()
+    reference = _cpu_tensor(detector._knn_reference()).to(dtype) if rule == "knn" else None
     return GeometricScore(
         _scaling(detector),
         transformations,
         network,
-        detector._score_rule(),
+        rule,
         torch.as_tensor(np.asarray(detector.alpha_, dtype=np.float64) - 1.0),
         math.log(PROBABILITY_FLOOR),
+        reference,
+        detector.n_neighbors,
     )
 
 

@@ -5,9 +5,10 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import transformation_normality
+from ._scoring import knn_normality, transformation_normality
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
 from .dirichlet import PROBABILITY_FLOOR, fit_dirichlet
@@ -18,8 +19,12 @@ from .transforms import TRANSFORMATION_SETS, AffineTransformations, GeometricTra
 #: fit and the training scores instead of being computed twice.
 _CACHE_BYTES = 256 * 2**20
 
+#: Largest k-NN reference (the training features of every transformation); a
+#: larger training set keeps a random subset of its samples.
+_KNN_REFERENCE_BYTES = 256 * 2**20
 
-class GeometricTransformDetector(BaseDeepDetector):
+
+class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
     """Deep anomaly detection with geometric transformations (Golan & El-Yaniv, 2018).
 
     A classifier learns to tell which of ``k`` geometric transformations
@@ -46,18 +51,26 @@ class GeometricTransformDetector(BaseDeepDetector):
         ``SimpleTransformer``), ``"rotations"`` keeps the four rotations.
         Fewer transformations train and score faster, usually at some cost in
         accuracy. Rotations need square images; translations at least 4x4.
-    score_type : {"dirichlet", "simplified"}, default="dirichlet"
+    score_type : {"dirichlet", "simplified", "knn"}, default="dirichlet"
         ``"dirichlet"`` fits, per transformation, a Dirichlet distribution to
         the softmax outputs of the training images (maximum likelihood,
         Wicker initialisation and Minka's Newton iteration, in float64; see
         :func:`skgeoad.dirichlet.fit_dirichlet`) and scores
         ``mean_t sum_j (alpha_tj - 1) log p_j(T_t(x))``, the paper's normality
         score up to a constant and a factor. ``"simplified"`` is the mean
-        probability the classifier gives the correct transformation. Read
+        probability the classifier gives the correct transformation.
+        ``"knn"`` (beyond the paper) looks at what the classifier *sees*
+        rather than at what it answers: the similarity of the image to its
+        ``n_neighbors`` nearest training images, where the similarity of two
+        images is the mean over the transformations ``t`` of the cosine
+        similarity of the classifier's penultimate features of ``T_t`` of
+        each (see the Notes). Read
         again at scoring time: ``set_params(score_type=...)`` rescores a
         fitted detector, with that rule's threshold from ``offsets_``. (Named
         ``score_type`` rather than ``score``: scikit-learn reserves
         ``score`` for a method.)
+    n_neighbors : int, default=3
+        Neighbours of the ``"knn"`` score.
     depth : int, default=10
         Depth ``6n + 4`` of the Wide ResNet (images).
     widen_factor : int, default=4
@@ -126,6 +139,12 @@ class GeometricTransformDetector(BaseDeepDetector):
     alpha_ : ndarray of shape (n_transforms, n_transforms)
         Dirichlet parameters, one row per transformation (estimated whatever
         ``score_type`` is, for inspection).
+    train_features_ : torch.Tensor of shape (n_reference, n_transforms * n_features_out)
+        The ``"knn"`` score's reference: per sample trained on, the
+        penultimate features of its transformations, each L2-normalised, then
+        concatenated and divided by ``sqrt(n_transforms)`` (a unit vector
+        whose dot products are the mean per-transformation cosines). A random
+        subset of the samples where all would take more than 256 MiB.
     epochs_ : int
         Epochs actually trained.
     history_ : list of dict
@@ -189,7 +208,8 @@ class GeometricTransformDetector(BaseDeepDetector):
     _parameter_constraints = {
         **BaseDeepDetector._parameter_constraints,
         "transformations": [StrOptions(set(TRANSFORMATION_SETS))],
-        "score_type": [StrOptions({"dirichlet", "simplified"})],
+        "score_type": [StrOptions({"dirichlet", "simplified", "knn"})],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "depth": [Interval(Integral, 4, None, closed="left")],
         "widen_factor": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -203,6 +223,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         *,
         transformations="all",
         score_type="dirichlet",
+        n_neighbors=3,
         depth=10,
         widen_factor=4,
         epochs=None,
@@ -222,6 +243,7 @@ class GeometricTransformDetector(BaseDeepDetector):
     ):
         self.transformations = transformations
         self.score_type = score_type
+        self.n_neighbors = n_neighbors
         self.depth = depth
         self.widen_factor = widen_factor
         self.epochs = epochs
@@ -263,7 +285,7 @@ class GeometricTransformDetector(BaseDeepDetector):
         network = build_module(factory, generator, self.device_, self._dtype)
         return transformations.to(self.device_, self._dtype), network
 
-    _score_rules = ("dirichlet", "simplified")
+    _score_rules = ("dirichlet", "simplified", "knn")
 
     def _fit_tensor(self, X, rng, generator, X_val=None):
         self.transformations_, self.network_ = self._build(generator)
@@ -293,45 +315,68 @@ class GeometricTransformDetector(BaseDeepDetector):
             mixed_precision=self.mixed_precision_,
             verbose=self.verbose,
         )
-        return self._fit_dirichlet(X, keep_scores=X_val is None)
+        return self._fit_scoring(X, rng, keep_scores=X_val is None)
 
-    def _fit_dirichlet(self, X, keep_scores=True):
-        """Estimate ``alpha_`` from the training images; return their scores per rule
-        (``None`` without ``keep_scores``).
+    def _fit_scoring(self, X, rng, keep_scores=True):
+        """Estimate ``alpha_`` and the k-NN reference from the training images; return
+        their scores per rule (``None`` without ``keep_scores``).
 
         Streams the training set through the network once, accumulating the
         Dirichlet's sufficient statistics (mean probability and mean log
-        probability per transformation) and, when they fit in memory, keeping
-        the log-probabilities for the training scores.
+        probability per transformation) and the reference features and, when
+        they fit in memory, keeping the network's outputs for the training
+        scores.
         """
         n_transforms = self.n_transforms_
         dtype = _reduction_dtype(self.device_)
         sum_p = torch.zeros(n_transforms, n_transforms, dtype=dtype, device=self.device_)
         sum_log_p = torch.zeros_like(sum_p)
-        keep = keep_scores and len(X) * n_transforms**2 * 4 <= _CACHE_BYTES
-        kept = []
-        for log_p in self._log_probabilities(X, "Dirichlet fit"):
+        n_features_out = self.network_.fc.in_features
+        in_reference = self._reference_samples(len(X), n_features_out, rng)
+        per_sample = n_transforms * (n_transforms + n_features_out) * 4
+        keep = keep_scores and len(X) * per_sample <= _CACHE_BYTES
+        kept, reference, start = [], [], 0
+        for log_p, features in self._network_outputs(X, "Dirichlet fit"):
             sum_p += log_p.exp().sum(0, dtype=dtype)
             sum_log_p += log_p.sum(0, dtype=dtype)
+            reference.append(features[in_reference[start : start + len(features)]])
+            start += len(features)
             if keep:
-                kept.append(log_p)
+                kept.append((log_p, features))
         self.alpha_ = fit_dirichlet(
             (sum_p / len(X)).cpu().numpy(), (sum_log_p / len(X)).cpu().numpy()
         )
         self._alpha_minus_one = torch.as_tensor(self.alpha_ - 1.0, dtype=dtype, device=self.device_)
+        self.train_features_ = torch.cat(reference)
         if keep:
-            return {rule: _to_numpy([self._normality(log_p, rule) for log_p in kept]) for rule in self._score_rules}
+            return {
+                rule: _to_numpy([self._normality(outputs, rule) for outputs in kept])
+                for rule in self._score_rules
+            }
         return self._calibration_scores(X) if keep_scores else None
+
+    def _reference_samples(self, n_samples, n_features_out, rng):
+        """Mask of the training samples whose features form the k-NN reference: all of
+        them, or a random subset of the size that fits ``_KNN_REFERENCE_BYTES``."""
+        per_sample = self.n_transforms_ * n_features_out * torch.finfo(self._dtype).bits // 8
+        n_kept = max(1, min(n_samples, _KNN_REFERENCE_BYTES // per_sample))
+        mask = torch.zeros(n_samples, dtype=torch.bool)
+        mask[rng.choice(n_samples, n_kept, replace=False) if n_kept < n_samples else slice(None)] = True
+        return mask.to(self.device_)
 
     # -- scoring -----------------------------------------------------------
 
     @torch.inference_mode()
-    def _log_probabilities(self, X, description="scoring"):
-        """Yield ``log p(T_t(x))`` for chunks of samples, shape ``(chunk, T, T)``.
+    def _network_outputs(self, X, description="scoring"):
+        """Yield ``(log_p, features)`` for chunks of samples.
 
-        Entry ``[i, t, j]`` is the log-probability that the classifier gives
-        transformation ``j`` when shown transformation ``t`` of sample ``i``,
-        clipped below at ``log(PROBABILITY_FLOOR)``.
+        ``log_p[i, t, j]``, shape ``(chunk, T, T)``, is the log-probability
+        that the classifier gives transformation ``j`` when shown
+        transformation ``t`` of sample ``i``, clipped below at
+        ``log(PROBABILITY_FLOOR)``; ``features[i]``, shape ``(chunk, T *
+        n_features_out)``, the penultimate features of the ``T``
+        transformations of sample ``i``, each L2-normalised, concatenated and
+        divided by ``sqrt(T)``: a unit vector.
         """
         n_transforms = self.n_transforms_
         per_chunk = max(1, self._inference_batch_size() // n_transforms)
@@ -341,9 +386,14 @@ class GeometricTransformDetector(BaseDeepDetector):
         for start in progress(starts, self.verbose, desc=description, unit="chunk"):
             chunk = X[start : start + per_chunk]
             with autocast(self.device_, self.mixed_precision_):
-                logits = self.network_(self.transformations_.expand(chunk))
+                features = self.network_.forward_features(self.transformations_.expand(chunk))
+                logits = self.network_.forward_head(features)
             log_p = torch.log_softmax(logits.float(), dim=1).clamp_min_(floor)
-            yield log_p.view(len(chunk), n_transforms, n_transforms)
+            features = torch.nn.functional.normalize(features.to(self._dtype), dim=1)
+            yield (
+                log_p.view(len(chunk), n_transforms, n_transforms),
+                features.view(len(chunk), -1) / math.sqrt(n_transforms),
+            )
 
     def _inference_batch_size(self):
         """Network inputs per forward pass when scoring.
@@ -365,8 +415,69 @@ class GeometricTransformDetector(BaseDeepDetector):
             size = max(size, 32 * self.batch_size)
         return size
 
-    def _normality(self, log_p, rule):
+    def _normality(self, outputs, rule):
+        log_p, features = outputs
+        if rule == "knn":
+            return self._knn(features)
         return transformation_normality(log_p, rule, self._alpha_minus_one)
+
+    def _knn(self, features):
+        """Mean similarity of ``features`` (a chunk's, from ``_network_outputs``) to the
+        nearest reference features."""
+        reference = self._knn_reference()
+        return knn_normality(features, reference, min(self.n_neighbors, len(reference)))
+
+    def _knn_reference(self):
+        reference = getattr(self, "train_features_", None)
+        if reference is None:
+            raise ValueError(
+                "score_type='knn' needs the training features that detectors fitted by this "
+                "version of skgeoad keep; this one was fitted by an earlier version: refit it."
+            )
+        return reference
+
+    def transform(self, X):
+        """The self-supervised features the ``"knn"`` score compares, for any detector.
+
+        The classifier learned to recognise the transformations of the normal
+        data; its penultimate features of all transformations of a sample
+        describe the sample as that task sees it. They make a
+        ``GeometricTransformDetector`` a feature extractor in front of any
+        scikit-learn detector, in a :class:`~sklearn.pipeline.Pipeline`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, H, W) or (n_samples, H, W, C)
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_transforms * n_features_out)
+            Per sample, the features of each transformation, L2-normalised,
+            concatenated and divided by ``sqrt(n_transforms)`` (unit rows:
+            their dot products are mean per-transformation cosines). Float32
+            for images (float64 for tabular rows); 72 x 256 values per sample
+            with the default WRN-10-4.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from sklearn.neighbors import LocalOutlierFactor
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from skgeoad import GeometricTransformDetector
+        >>> X, y = load_digits(return_X_y=True)
+        >>> pipeline = make_pipeline(
+        ...     GeometricTransformDetector(transformations="rotations", widen_factor=1,
+        ...                                epochs=5, random_state=0),
+        ...     LocalOutlierFactor(n_neighbors=10, novelty=True),
+        ... ).fit(X[y == 0][:100])
+        >>> pipeline[0].transform(X[:2]).shape          # 4 rotations x 64 features
+        (2, 256)
+        >>> scores = pipeline.score_samples(X[:4])     # digits 0, 1, 2, 3
+        >>> bool(scores[0] > scores[1:].max())
+        True
+        """
+        X = self._fitted_data(X)
+        return torch.cat([features for _, features in self._network_outputs(X)]).cpu().numpy()
 
     def transformation_proba(self, X):
         """The classifier's softmax over the transformations, for every transformation of X.
@@ -384,17 +495,17 @@ class GeometricTransformDetector(BaseDeepDetector):
             each transformation (the simplified score is its mean).
         """
         X = self._fitted_data(X)
-        return torch.cat([log_p.exp() for log_p in self._log_probabilities(X)]).cpu().numpy()
+        return torch.cat([log_p.exp() for log_p, _ in self._network_outputs(X)]).cpu().numpy()
 
     def _score_tensor(self, X, rule):
-        return _to_numpy([self._normality(log_p, rule) for log_p in self._log_probabilities(X)])
+        return _to_numpy([self._normality(outputs, rule) for outputs in self._network_outputs(X)])
 
     def _calibration_scores(self, X, rng=None):
         """Both rules' scores from one pass through the network."""
         scores = {rule: [] for rule in self._score_rules}
-        for log_p in self._log_probabilities(X, "calibration"):
+        for outputs in self._network_outputs(X, "calibration"):
             for rule in self._score_rules:
-                scores[rule].append(self._normality(log_p, rule))
+                scores[rule].append(self._normality(outputs, rule))
         return {rule: _to_numpy(values) for rule, values in scores.items()}
 
 

@@ -7,7 +7,7 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import softmax_normality
+from ._scoring import knn_normality, softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
@@ -430,13 +430,13 @@ class SubClusterDetector(BaseDeepDetector):
         scores = []
         for block in self._chunks(features, per_block):
             if metric == "cosine":
-                similarity = block @ reference.T
-            else:
-                # Differences, not ||a||^2 - 2ab + ||b||^2: that expansion (torch's default for
-                # large inputs) loses the small distances to near neighbours to cancellation
-                # (errors up to 1e-3 relative on digits, which no other implementation, an
-                # exported ONNX graph included, reproduces).
-                similarity = -torch.cdist(block, reference, compute_mode=_EXACT_DISTANCES)
+                scores.append(knn_normality(block, reference, k))
+                continue
+            # Differences, not ||a||^2 - 2ab + ||b||^2: that expansion (torch's default for
+            # large inputs) loses the small distances to near neighbours to cancellation
+            # (errors up to 1e-3 relative on digits, which no other implementation, an
+            # exported ONNX graph included, reproduces).
+            similarity = -torch.cdist(block, reference, compute_mode=_EXACT_DISTANCES)
             scores.append(similarity.topk(k, dim=1).values.mean(1))
         return torch.cat(scores)
 

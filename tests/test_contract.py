@@ -33,7 +33,7 @@ DETECTORS = {
     "geometric": (
         GeometricTransformDetector,
         dict(transformations="rotations", widen_factor=1, epochs=5),
-        ("dirichlet", "simplified"),
+        ("dirichlet", "simplified", "knn"),
     ),
     "subcluster": (SubClusterDetector, dict(epochs=10), ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, dict(epochs=20), ("cosine", "mse")),

@@ -75,8 +75,10 @@ def _fit(kind, rows, tabular):
 CASES = [
     ("geom", {"score_type": "dirichlet"}),
     ("geom", {"score_type": "simplified"}),
+    ("geom", {"score_type": "knn"}),
     ("geom_tabular", {"score_type": "dirichlet"}),
     ("geom_tabular", {"score_type": "simplified"}),
+    ("geom_tabular", {"score_type": "knn"}),
     ("icae", {"score_type": "cosine"}),
     ("icae", {"score_type": "mse"}),
     ("icae_conv", {"score_type": "cosine"}),

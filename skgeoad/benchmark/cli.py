@@ -181,6 +181,9 @@ def build_parser():
                         help="multi-normal protocol: the anomaly classes (default: upper half)")
     parser.add_argument("--max-normal-classes", type=_integer(1), default=5,
                         help="multi-normal protocol: k = 1..N normal classes (default 5)")
+    parser.add_argument("--all-rules", action="store_true",
+                        help="skgeoad detectors with several scoring rules (score_type) also "
+                             "score with the others, from the same fit: columns DETECTOR[RULE]")
     parser.add_argument("--set", action="append", default=[], metavar="DETECTOR.PARAM=VALUE",
                         help="detector parameter, e.g. geometric.widen_factor=2 (repeatable)")
     parser.add_argument("--n-jobs", type=_integer(1, or_minus_one=True), default=1,
@@ -475,7 +478,8 @@ def _run(args, settings, records, jobs):
     start = time.perf_counter()
     try:
         run_all(
-            jobs, n_jobs=args.n_jobs, backend=args.backend, on_record=save, progress=not args.quiet
+            jobs, n_jobs=args.n_jobs, backend=args.backend, on_record=save, progress=not args.quiet,
+            all_rules=args.all_rules,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the {len(records)} finished runs are in {out}/results.json; "

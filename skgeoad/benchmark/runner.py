@@ -35,11 +35,17 @@ def count_workers(n_jobs, n_runs):
     return max(1, min(n_jobs, n_runs or 1))
 
 
-def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
+def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules=False):
     """Fit ``detector`` on ``task`` with ``seed``; never raises, errors go in the record.
 
     Parameters
     ----------
+    all_rules : bool, default=False
+        For a skgeoad detector with several scoring rules (``score_type``),
+        also score the test set with every other rule, from the same fit and
+        in one pass where the detector can: the record's ``"by_rule"`` maps
+        each rule to its AUROC and AUPR (:func:`run_all` makes them records
+        of their own, named ``"detector[rule]"``).
     n_threads : int, optional
         Torch and BLAS threads for this run, so parallel workers share the
         cores instead of each taking all of them.
@@ -83,7 +89,12 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
             fitted = time.perf_counter()
-            scores = estimator.score_samples(task.X_test)
+            rules = getattr(estimator, "_score_rules", None) if all_rules else None
+            if rules:
+                by_rule = estimator._scores_by_rule(task.X_test)
+                scores = by_rule.pop(estimator.score_type)
+            else:
+                by_rule, scores = {}, estimator.score_samples(task.X_test)
             done = time.perf_counter()
         if not np.all(np.isfinite(scores)):
             raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} scores are not finite.")
@@ -97,6 +108,14 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
         aupr = float(average_precision_score(task.is_normal, scores))
         if not (np.isfinite(auroc) and np.isfinite(aupr)):
             raise ValueError(f"AUROC {auroc} / AUPR {aupr} is undefined.")
+        if by_rule:
+            record["by_rule"] = {
+                rule: {
+                    "auroc": float(roc_auc_score(task.is_normal, values)),
+                    "aupr": float(average_precision_score(task.is_normal, values)),
+                }
+                for rule, values in by_rule.items()
+            }
         record.update(
             auroc=auroc,
             aupr=aupr,
@@ -109,7 +128,7 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None):
     return record
 
 
-def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
+def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True, all_rules=False):
     """Run ``(task, name, detector, seed)`` jobs, yielding records as they finish.
 
     Runs are independent, so they go through joblib: ``backend`` is any
@@ -119,6 +138,8 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
     ``cpu_count // n_jobs`` torch/BLAS threads. Where there are GPUs, runs
     whose detector has ``device="auto"`` or ``"cuda"`` are spread over them
     round-robin, whatever the backend (:mod:`skgeoad.benchmark.devices`).
+    With ``all_rules`` (see :func:`run_one`) a run of a detector with several
+    rules gives one record per rule, the others named ``"detector[rule]"``.
 
     Examples
     --------
@@ -139,7 +160,7 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
     bar = tqdm(total=len(jobs), disable=not progress, desc="runs", leave=False)
     records = []
     if n_workers == 1 and backend in ("loky", "threading", "sequential"):
-        results = (run_one(*job, gpu_turn=turn) for job, turn in zip(jobs, turns))
+        results = (run_one(*job, gpu_turn=turn, all_rules=all_rules) for job, turn in zip(jobs, turns))
         _collect(results, records, bar, on_record)
     elif backend == "ray":
         # joblib's Ray back-end cannot hand results back as they finish
@@ -148,7 +169,7 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
         from ray.util.multiprocessing import Pool
 
         with Pool(processes=n_workers) as pool:
-            calls = [(job, n_threads, turn) for job, turn in zip(jobs, turns)]
+            calls = [(job, n_threads, turn, all_rules) for job, turn in zip(jobs, turns)]
             _collect(pool.imap_unordered(_run_packed, calls, chunksize=1), records, bar, on_record)
     else:
         # parallel_config, not Parallel(backend=...): only the former registers
@@ -160,7 +181,7 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
             except ValueError:  # "multiprocessing": results only once all are in
                 parallel = Parallel(n_jobs=n_workers)
             results = parallel(
-                delayed(run_one)(*job, n_threads=n_threads, gpu_turn=turn)
+                delayed(run_one)(*job, n_threads=n_threads, gpu_turn=turn, all_rules=all_rules)
                 for job, turn in zip(jobs, turns)
             )
             _collect(results, records, bar, on_record)
@@ -170,13 +191,29 @@ def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True):
 
 def _run_packed(call):
     """:func:`run_one` for a pool's ``imap``, which passes one argument."""
-    job, n_threads, turn = call
-    return run_one(*job, n_threads=n_threads, gpu_turn=turn)
+    job, n_threads, turn, all_rules = call
+    return run_one(*job, n_threads=n_threads, gpu_turn=turn, all_rules=all_rules)
 
 
 def _collect(results, records, bar, on_record):
     for record in results:
-        records.append(record)
         bar.update()
-        if on_record is not None:
-            on_record(record)
+        for one in _split_by_rule(record):
+            records.append(one)
+            if on_record is not None:
+                on_record(one)
+
+
+def _split_by_rule(record):
+    """A record with ``"by_rule"`` as one record per rule, the others named
+    ``"detector[rule]"`` (same fit, same seconds).
+
+    Examples
+    --------
+    >>> record = {"detector": "geometric", "auroc": 0.9, "by_rule": {"knn": {"auroc": 0.95}}}
+    >>> [(r["detector"], r["auroc"]) for r in _split_by_rule(record)]
+    [('geometric', 0.9), ('geometric[knn]', 0.95)]
+    """
+    by_rule = record.pop("by_rule", {})
+    name = record["detector"]
+    return [record, *({**record, "detector": f"{name}[{rule}]", **values} for rule, values in by_rule.items())]
