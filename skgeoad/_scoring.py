@@ -46,6 +46,16 @@ def softmax_normality(logits, rule):
     return (log_p.exp() * log_p).sum(1) + uniform
 
 
+def cluster_logits(logits, n_transforms):
+    """SubCluster's sub-cluster logits from its classifier's: with an auxiliary task of
+    ``n_transforms`` transformations, its outputs are joint (sub-cluster, transformation)
+    logits, sub-cluster major; their log-sum-exp over the transformations has the joint
+    softmax summed over the transformations as its softmax. Unchanged for 1."""
+    if n_transforms == 1:
+        return logits
+    return logits.unflatten(1, (-1, n_transforms)).logsumexp(2)
+
+
 def knn_normality(features, reference, n_neighbors):
     """The k-NN rules' similarity: the mean cosine similarity of each row of ``features``
     ``(..., n, d)`` to its ``n_neighbors`` most similar rows of ``reference`` ``(..., m, d)``,
@@ -191,11 +201,17 @@ class SubClusterScore(nn.Module):
         PCA ``(mean, components)`` of the single-cluster fallback.
     dtype : torch.dtype
         The detector's compute dtype.
+    transformations : nn.Module, optional
+        The auxiliary task's :class:`~skgeoad.transforms.GeometricTransformations`
+        (``None`` without one).
     """
 
-    def __init__(self, scaling, network, rule, input_shape, reference, n_neighbors, metric, embedding, dtype):
+    def __init__(self, scaling, network, rule, input_shape, reference, n_neighbors, metric, embedding, dtype,
+                 transformations=None):  # fmt: skip
         super().__init__()
         self.scaling, self.network, self.rule = scaling, network, rule
+        self.transformations = transformations
+        self.n_transforms = 1 if transformations is None else int(transformations.n_transforms)
         self.input_shape = input_shape
         self.register_buffer("reference", reference)
         self.n_neighbors = min(int(n_neighbors), len(reference))
@@ -210,12 +226,19 @@ class SubClusterScore(nn.Module):
         if self.network is None:
             features = (X.flatten(1) - self.embedding_mean) @ self.embedding_components
             return self._knn(features)
+        n_transforms = self.n_transforms
+        if self.rule == "knn" and n_transforms > 1:
+            # As the detector: each transformation's features unit-length, one row per sample.
+            features = self.network.forward_features(self.transformations.expand(X)).to(self.dtype)
+            features = nn.functional.normalize(features, dim=1)
+            return self._knn(features.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms))
         if self.input_shape is not None:
             X = X.reshape(-1, *self.input_shape)
         features = self.network.forward_features(X)
         if self.rule == "knn":
             return self._knn(features.to(self.dtype))
-        return softmax_normality(self.network.forward_head(features).to(self.dtype), self.rule)
+        logits = cluster_logits(self.network.forward_head(features).to(self.dtype), n_transforms)
+        return softmax_normality(logits, self.rule)
 
     def _knn(self, features):
         if self.metric == "cosine":
@@ -246,11 +269,15 @@ class OdinScore(nn.Module):
     temperature, epsilon : float
     dtype : torch.dtype
         The detector's compute dtype.
+    n_transforms : int, default=1
+        Transformations of the classifier's auxiliary task (its outputs are
+        joint labels, see :func:`cluster_logits`).
     """
 
-    def __init__(self, scaling, network, input_shape, temperature, epsilon, dtype):
+    def __init__(self, scaling, network, input_shape, temperature, epsilon, dtype, n_transforms=1):
         super().__init__()
         self.scaling, self.network = scaling, network
+        self.n_transforms = int(n_transforms)
         self.input_shape = input_shape
         self.temperature, self.epsilon = float(temperature), float(epsilon)
         self.dtype = dtype
@@ -263,11 +290,12 @@ class OdinScore(nn.Module):
             if self.input_shape is not None:
                 x = x.reshape(-1, *self.input_shape)
             x = x.detach().requires_grad_(True)
-            logits = self.network(x).to(self.dtype) / self.temperature
+            logits = cluster_logits(self.network(x).to(self.dtype), self.n_transforms) / self.temperature
             loss = nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
             (gradient,) = torch.autograd.grad(loss, x)
             with torch.no_grad():
                 logits = self.network(x.detach() - self.epsilon * gradient.sign()).to(self.dtype)
+                logits = cluster_logits(logits, self.n_transforms)
                 return torch.softmax(logits / self.temperature, dim=1).amax(1)
 
 

@@ -427,24 +427,30 @@ def _autoencoder(detector):
 
 def _subcluster(detector):
     dtype = _compute_dtype(detector)
-    rule = detector._score_rule()
+    rule = "knn" if len(detector.clusters_) == 1 else detector._score_rule()
     if detector.network_ is None:
         # One sub-cluster: every rule is Euclidean k-NN in the PCA embedding.
         network, rule, metric = None, "knn", "euclidean"
         embedding = tuple(_cpu_tensor(t).to(dtype) for t in detector.embedding_)
     else:
+        n_transforms = getattr(detector, "n_transforms_", 1)  # absent: fitted before the option
         if rule == "odin":
             network = _cpu_copy(detector.network_).to(dtype).requires_grad_(False)
             return OdinScore(
-                _scaling(detector), network, _chw(detector), detector.temperature, detector.epsilon, dtype
-            )
+                _scaling(detector), network, _chw(detector), detector.temperature, detector.epsilon, dtype,
+                n_transforms,
+            )  # fmt: skip
         network, metric, embedding = _cpu_copy(detector.network_).to(dtype), detector.metric, None
+    transformations = getattr(detector, "transformations_", None)
+    if transformations is not None:
+        transformations = _cpu_copy(transformations)
     reference = _cpu_tensor(detector.train_features_).to(dtype)
     if metric == "cosine":
         reference = torch.nn.functional.normalize(reference, dim=1)
     return SubClusterScore(
-        _scaling(detector), network, rule, _chw(detector), reference, detector.n_neighbors, metric, embedding, dtype
-    )
+        _scaling(detector), network, rule, _chw(detector), reference, detector.n_neighbors, metric, embedding, dtype,
+        transformations,
+    )  # fmt: skip
 
 
 def _adgan(detector):

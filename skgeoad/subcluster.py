@@ -1,5 +1,6 @@
 """Anomaly detection with a classifier over sub-clusters of the normal data (Lee & Lee)."""
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -7,11 +8,12 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import knn_normality, softmax_normality
+from ._scoring import cluster_logits, knn_normality, softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
 from .networks import MLP, SmallCNN, WideResNet
+from .transforms import TRANSFORMATION_SETS, GeometricTransformations
 
 SCORE_TYPES = ("msp", "odin", "kl", "knn")
 
@@ -49,6 +51,18 @@ class SubClusterDetector(BaseDeepDetector):
     n_clusters : int, default=5
         Sub-clusters to find with k-means when ``fit`` gets no
         ``cluster_labels``. Capped at the number of samples.
+    transformations : {None, "rotations", "flips_rotations", "translations_rotations", "all"}, default=None
+        A self-supervised auxiliary task (beyond the paper; Hendrycks et al.,
+        2019, with GEOM's transformations, see
+        :class:`GeometricTransformDetector`): the classifier learns the joint
+        label (sub-cluster, transformation) of every transformation of every
+        image, so that its features keep what tells the transformations apart,
+        not only what tells the sub-clusters apart. The softmax rules then
+        read the sub-cluster probabilities of the untransformed image (the
+        joint softmax summed over the transformations), and ``"knn"`` compares
+        the features of all transformations, as GEOM's k-NN score does. Each
+        epoch passes over every transformation of every image: ``"rotations"``
+        costs four times the training. Images only.
     network : {"auto", "cnn", "wrn"}, default="auto"
         Classifier for images: ``"cnn"`` is two convolutional and two fully
         connected layers (the paper's MNIST network), ``"wrn"`` the Wide
@@ -87,7 +101,13 @@ class SubClusterDetector(BaseDeepDetector):
     Attributes
     ----------
     network_ : torch.nn.Module or None
-        The trained sub-cluster classifier (``None`` for a single sub-cluster).
+        The trained sub-cluster classifier (``None`` for a single sub-cluster
+        without ``transformations``).
+    transformations_ : torch.nn.Module or None
+        The transformations of the auxiliary task (``None`` without one).
+    n_transforms_ : int
+        Their number (1 without them); the classifier has
+        ``len(clusters_) * n_transforms_`` outputs, sub-cluster major.
     embedding_ : tuple of torch.Tensor
         Mean and components of the PCA embedding used by k-means and by the
         single-cluster fallback.
@@ -99,7 +119,9 @@ class SubClusterDetector(BaseDeepDetector):
         nearest sub-cluster mean), ``-1`` when the training part has none.
     train_features_ : torch.Tensor of shape (n_samples, n_features_out)
         Penultimate features of the samples trained on (the k-NN score's
-        reference; PCA features for a single sub-cluster).
+        reference; PCA features for a single sub-cluster). With
+        ``transformations``, those of each transformation, L2-normalised,
+        concatenated and divided by ``sqrt(n_transforms_)``.
     offsets_ : dict
         ``offset_`` of each ``score_type``: the ``contamination`` quantile of
         the held-out samples' scores (of the training scores with
@@ -130,7 +152,9 @@ class SubClusterDetector(BaseDeepDetector):
     trains none (``network_`` is ``None``) and every ``score_type`` is the
     k-NN score in that PCA embedding, with Euclidean distance whatever
     ``metric`` says: a strong classic baseline, and the sensible limit of the
-    method.
+    method. With ``transformations`` the classifier still learns them (the
+    setting of :class:`GeometricTransformDetector`), and every
+    ``score_type`` is the k-NN score on its features.
 
     References
     ----------
@@ -159,6 +183,7 @@ class SubClusterDetector(BaseDeepDetector):
         **BaseDeepDetector._parameter_constraints,
         "score_type": [StrOptions(set(SCORE_TYPES))],
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "transformations": [None, StrOptions(set(TRANSFORMATION_SETS))],
         "network": [StrOptions({"auto", "cnn", "wrn"})],
         "depth": [Interval(Integral, 4, None, closed="left")],
         "widen_factor": [Interval(Integral, 1, None, closed="left")],
@@ -175,6 +200,7 @@ class SubClusterDetector(BaseDeepDetector):
         *,
         score_type="msp",
         n_clusters=5,
+        transformations=None,
         network="auto",
         depth=10,
         widen_factor=2,
@@ -197,6 +223,7 @@ class SubClusterDetector(BaseDeepDetector):
     ):
         self.score_type = score_type
         self.n_clusters = n_clusters
+        self.transformations = transformations
         self.network = network
         self.depth = depth
         self.widen_factor = widen_factor
@@ -304,6 +331,8 @@ class SubClusterDetector(BaseDeepDetector):
         return build_module(factory, generator, self.device_, self._dtype)
 
     def _fit_tensor(self, X, rng, generator, X_val=None, cluster_labels=None, cluster_labels_val=None):
+        self.transformations_ = self._build_transformations()
+        self.n_transforms_ = 1 if self.transformations_ is None else self.transformations_.n_transforms
         self.embedding_ = self._fit_embedding(X, rng)
         self.clusters_, codes = self._find_clusters(X, cluster_labels, rng)
         self.cluster_labels_ = codes
@@ -313,12 +342,12 @@ class SubClusterDetector(BaseDeepDetector):
             validation = (X_val, codes_val)
             self.cluster_labels_ = self._on_all_samples(codes, -1)
             self.cluster_labels_[self.validation_indices_] = codes_val
-        if len(self.clusters_) == 1:
+        if len(self.clusters_) == 1 and self.transformations_ is None:
             # One sub-cluster leaves the classifier nothing to learn: score by
             # k-NN similarity in the PCA embedding instead.
             self.network_, self.history_ = None, []
         else:
-            self.network_ = self._build_network(len(self.clusters_), generator)
+            self.network_ = self._build_network(len(self.clusters_) * self.n_transforms_, generator)
             self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator, validation)
         self.train_features_ = torch.cat([features for _, features in self._forward(X)])
         if X_val is not None:
@@ -327,6 +356,17 @@ class SubClusterDetector(BaseDeepDetector):
         # is, their own match included in the k-NN score, so that
         # predict(X_train) flags exactly a `contamination` share of them.
         return {rule: self._score_tensor(X, rule) for rule in SCORE_TYPES}
+
+    def _build_transformations(self):
+        if self.transformations is None:
+            return None
+        if self.image_shape_ is None:
+            raise ValueError(
+                f"transformations={self.transformations!r} transforms images, and these samples are "
+                "tabular rows: leave transformations=None, or pass images (see image_shape)."
+            )
+        height, width, _ = self.image_shape_
+        return GeometricTransformations(height, width, self.transformations).to(self.device_)
 
     def _held_out_codes(self, X, codes, X_val, labels_val):
         """Sub-cluster index of each held-out sample, ``-1`` where it has none.
@@ -353,9 +393,16 @@ class SubClusterDetector(BaseDeepDetector):
         )  # fmt: skip
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
 
+        n_transforms = self.n_transforms_
+
         def batches_of(data, targets):
             def make_batch(items):
-                return self._network_input(data[items]), targets[items]
+                if n_transforms == 1:
+                    return self._network_input(data[items]), targets[items]
+                # Item i * T + t: transformation t of sample i, joint label (sub-cluster, t).
+                samples, transforms = items // n_transforms, items % n_transforms
+                images = self.transformations_(data[samples], transforms)
+                return images, targets[samples] * n_transforms + transforms
 
             return make_batch
 
@@ -364,9 +411,11 @@ class SubClusterDetector(BaseDeepDetector):
             # Held-out samples of a sub-cluster the training part lacks have no target.
             known = np.flatnonzero(codes_val >= 0)
             targets_val = torch.as_tensor(codes_val[known], device=self.device_)
-            validation = (batches_of(X_val.subset(known), targets_val), len(known)) if len(known) else None
+            n_items = len(known) * n_transforms
+            validation = (batches_of(X_val.subset(known), targets_val), n_items) if len(known) else None
         return train_classifier(
-            self.network_, batches_of(X, targets), len(X), epochs=self.epochs, batch_size=self.batch_size,
+            self.network_, batches_of(X, targets), len(X) * n_transforms, epochs=self.epochs,
+            batch_size=self.batch_size,
             optimizer=optimizer, scheduler=scheduler, generator=generator, device=self.device_,
             validation=validation, mixed_precision=self.mixed_precision_, verbose=self.verbose,
         )  # fmt: skip
@@ -379,23 +428,40 @@ class SubClusterDetector(BaseDeepDetector):
         return (X[start : start + size] for start in range(0, len(X), size))
 
     @torch.inference_mode()
-    def _forward(self, X):
-        """Yield ``(logits, features)`` for chunks of ``X``.
+    def _forward(self, X, transformed=True):
+        """Yield ``(logits, features)`` for chunks of ``X``: sub-cluster logits and
+        penultimate features.
 
         Without a classifier (a single sub-cluster) the features are the PCA
-        embedding and the logits ``None``.
+        embedding and the logits ``None``. With ``transformations``, the
+        logits are those of the untransformed image (:func:`cluster_logits`)
+        and the features those of every transformation (see
+        ``train_features_``), or, without ``transformed``, of the
+        untransformed image only (what the softmax rules need, for
+        ``1 / n_transforms_`` of the cost).
         """
         if self.network_ is None:
             yield from ((None, self._embed(chunk)) for chunk in self._chunks(X))
             return
         self.network_.eval()
-        size = 4 * self.batch_size
+        n_transforms = self._n_transforms() if transformed else 1
+        size = max(1, 4 * self.batch_size // n_transforms)
         for start in progress(range(0, len(X), size), self.verbose > 1, desc="scoring", unit="chunk"):
             chunk = X[start : start + size]
+            if n_transforms == 1:
+                images = self._network_input(chunk)
+            else:
+                images = self.transformations_.expand(chunk)
             with autocast(self.device_, self.mixed_precision_):
-                features = self.network_.forward_features(self._network_input(chunk))
+                features = self.network_.forward_features(images)
                 logits = self.network_.forward_head(features)
-            yield logits.to(self._dtype), features.to(self._dtype)
+            logits, features = logits.to(self._dtype), features.to(self._dtype)
+            if n_transforms > 1:
+                # Row i * T holds the untransformed sample i (the identity is transformation 0).
+                logits = logits[::n_transforms]
+                features = torch.nn.functional.normalize(features, dim=1)
+                features = features.view(len(chunk), -1) / math.sqrt(n_transforms)
+            yield cluster_logits(logits, self._n_transforms()), features
 
     def _odin(self, chunk):
         """ODIN's score: max softmax at temperature T of the input moved by epsilon.
@@ -408,13 +474,18 @@ class SubClusterDetector(BaseDeepDetector):
         0.0014 step are below its resolution.
         """
         x = self._network_input(chunk).detach().clone().requires_grad_(True)
+        n_transforms = self._n_transforms()
         with torch.enable_grad(), full_precision(self.device_):
-            logits = self.network_(x).to(self._dtype) / self.temperature
+            logits = cluster_logits(self.network_(x).to(self._dtype), n_transforms) / self.temperature
             loss = torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
             (gradient,) = torch.autograd.grad(loss, x)
         with torch.inference_mode(), full_precision(self.device_):
             logits = self.network_(x.detach() - self.epsilon * gradient.sign()).to(self._dtype)
-        return torch.softmax(logits / self.temperature, dim=1).amax(1)
+        return torch.softmax(cluster_logits(logits, n_transforms) / self.temperature, dim=1).amax(1)
+
+    def _n_transforms(self):
+        """``n_transforms_``; 1 for a model fitted before ``transformations`` existed."""
+        return getattr(self, "n_transforms_", 1)
 
     def _knn(self, features):
         """Similarity of each feature vector to its nearest training features."""
@@ -443,12 +514,13 @@ class SubClusterDetector(BaseDeepDetector):
     _score_rules = SCORE_TYPES
 
     def _score_tensor(self, X, rule):
-        if self.network_ is None:
+        if len(self.clusters_) == 1:
+            # One sub-cluster: the softmax rules have nothing to say (probability 1).
             rule = "knn"
         if rule == "odin":
             self.network_.eval()
             return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy().astype(np.float64)
         scores = []
-        for logits, features in self._forward(X):
+        for logits, features in self._forward(X, transformed=rule == "knn"):
             scores.append(self._knn(features) if rule == "knn" else softmax_normality(logits, rule))
         return torch.cat(scores).cpu().numpy().astype(np.float64)

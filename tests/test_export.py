@@ -61,6 +61,11 @@ def _fit(kind, rows, tabular):
     if kind == "subcluster":
         normal = y < 3
         return SubClusterDetector(epochs=2, **quick).fit(X[normal], cluster_labels=y[normal])
+    if kind == "subcluster_rotations":
+        normal = y < 3
+        return SubClusterDetector(epochs=1, transformations="rotations", **quick).fit(
+            X[normal], cluster_labels=y[normal]
+        )
     if kind == "subcluster_single":
         return SubClusterDetector(n_clusters=1, **quick).fit(X[y == 0])
     if kind == "subcluster_tabular":
@@ -89,6 +94,10 @@ CASES = [
     ("subcluster", {"score_type": "knn"}),
     ("subcluster", {"score_type": "knn", "metric": "euclidean"}),
     ("subcluster", {"score_type": "odin"}),
+    ("subcluster_rotations", {"score_type": "msp"}),
+    ("subcluster_rotations", {"score_type": "kl"}),
+    ("subcluster_rotations", {"score_type": "knn"}),
+    ("subcluster_rotations", {"score_type": "odin"}),
     ("subcluster_single", {"score_type": "odin"}),  # one sub-cluster: every rule is Euclidean k-NN
     ("subcluster_tabular", {"score_type": "msp"}),
     ("subcluster_tabular", {"score_type": "knn"}),
