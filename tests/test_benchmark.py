@@ -67,6 +67,19 @@ def test_all_rules_scores_every_rule_from_one_fit(tmp_path):
         assert records[name]["fit_seconds"] == records["geometric"]["fit_seconds"]
 
 
+def test_subcluster_kmeans_ignores_the_protocols_labels():
+    from skgeoad.benchmark.runner import _accepted_fit_params
+
+    X_train, y_train, X_test, y_test = benchmark.load_rows("digits")
+    task = make_tasks("digits", "multi-normal", X_train, y_train, X_test, y_test, max_normal_classes=3)[2]
+    assert set(task.fit_params) == {"cluster_labels"}
+    unlabelled = make_detector("subcluster-kmeans", {"n_clusters": 3, "epochs": 2, "score_type": "knn", "device": "cpu"})
+    assert _accepted_fit_params(unlabelled, task.fit_params) == {}
+    assert _accepted_fit_params(make_detector("subcluster"), task.fit_params) == task.fit_params
+    record = run_one(task, "subcluster-kmeans", unlabelled, 0)
+    assert "error" not in record and record["auroc"] > 0.9  # measured 0.99
+
+
 def test_contaminated_protocol_runs_the_iterative_detector(tmp_path):
     out = tmp_path / "results"
     argv = ["--protocol", "contaminated", "--contamination", "0.1", "--classes", "0", "--detectors",

@@ -15,6 +15,8 @@ from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..subcluster import SubClusterDetector
+
 
 class PCAReconstruction(OutlierMixin, BaseEstimator):
     """PCA reconstruction error as an outlier score: a classic linear baseline.
@@ -97,6 +99,17 @@ class PyODDetector(OutlierMixin, BaseEstimator):
         return -self.detector_.decision_function(validate_data(self, X, reset=False))
 
 
+class UnlabelledSubCluster(SubClusterDetector):
+    """:class:`~skgeoad.SubClusterDetector` that finds its sub-clusters itself (k-means,
+    ``n_clusters``) even where the protocol knows the classes: the benchmark's
+    ``"subcluster-kmeans"``, the paper's setting without labels. Its ``fit`` takes no
+    ``cluster_labels``, so the runner passes none."""
+
+    def fit(self, X, y=None):
+        """Fit on ``X`` with k-means sub-clusters (see :meth:`SubClusterDetector.fit`)."""
+        return super().fit(X, y)
+
+
 def _skgeoad(class_name, **defaults):
     def factory(**params):
         import skgeoad
@@ -128,6 +141,7 @@ DETECTORS = {
     "subcluster-odin": _skgeoad("SubClusterDetector", score_type="odin"),
     "subcluster-kl": _skgeoad("SubClusterDetector", score_type="kl"),
     "subcluster-knn": _skgeoad("SubClusterDetector", score_type="knn"),
+    "subcluster-kmeans": lambda **params: UnlabelledSubCluster(**params),
     "icae": _skgeoad("IterativeClusterAEDetector"),
     "icae-mse": _skgeoad("IterativeClusterAEDetector", score_type="mse"),
     "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
