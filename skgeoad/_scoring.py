@@ -34,6 +34,15 @@ def transformation_normality(log_p, rule, alpha_minus_one):
     return weighted.sum((1, 2)) / n_transforms
 
 
+def combined_normality(knn, simplified, moments):
+    """GEOM's ``"combined"`` rule: the mean of the ``"knn"`` and ``"simplified"`` scores,
+    each standardised by the held-out normal samples' mean and standard deviation
+    (``moments``, float64, rows ``(mean, std)`` for the two rules in that order)."""
+    knn = (knn.to(moments.dtype) - moments[0, 0]) / moments[0, 1]
+    simplified = (simplified.to(moments.dtype) - moments[1, 0]) / moments[1, 1]
+    return (knn + simplified) / 2
+
+
 def softmax_normality(logits, rule):
     """SubCluster's softmax rules: ``"msp"``, the largest probability, or ``"kl"``, the KL
     divergence of the softmax from the uniform distribution."""
@@ -63,6 +72,15 @@ def knn_normality(features, reference, n_neighbors):
     keeps one reference per transformation). Returns shape ``(..., n)``."""
     similarity = features @ reference.transpose(-2, -1)
     return similarity.topk(n_neighbors, dim=-1).values.mean(-1)
+
+
+def blocked_knn_normality(features, reference, n_neighbors, block=2**24):
+    """:func:`knn_normality` of 2-D ``features`` in row blocks of at most ``block``
+    similarity entries, so that memory stays bounded whatever the reference's size
+    (the detectors' path; an exported graph takes a batch at once)."""
+    per_block = max(1, block // len(reference))
+    blocks = [features[start : start + per_block] for start in range(0, len(features), per_block)]
+    return torch.cat([knn_normality(rows, reference, n_neighbors) for rows in blocks])
 
 
 def reconstruction_normality(x, reconstruction, rule):
@@ -117,10 +135,12 @@ class GeometricScore(nn.Module):
         The k-NN rule's training features (``train_features_``).
     n_neighbors : int, default=1
         Neighbours of the k-NN rule.
+    moments : torch.Tensor of shape (2, 2), optional
+        The combined rule's ``score_moments_`` (float64).
     """
 
     def __init__(self, scaling, transformations, network, rule, alpha_minus_one, floor,
-                 reference=None, n_neighbors=1):  # fmt: skip
+                 reference=None, n_neighbors=1, moments=None):  # fmt: skip
         super().__init__()
         self.scaling, self.transformations, self.network = scaling, transformations, network
         self.rule = rule
@@ -130,20 +150,25 @@ class GeometricScore(nn.Module):
         if reference is not None:
             self.register_buffer("reference", reference)
             self.n_neighbors = min(int(n_neighbors), len(reference))
+        if moments is not None:
+            self.register_buffer("moments", moments)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         n_transforms = self.n_transforms
-        inputs = self.transformations.expand(self.scaling(X))
-        if self.rule == "knn":
+        features = self.network.forward_features(self.transformations.expand(self.scaling(X)))
+        if self.rule in ("knn", "combined"):
             # As the detector's _network_outputs: each transformation's features unit-length,
             # then one row per sample, scaled to unit length.
-            features = self.network.forward_features(inputs).to(self.reference.dtype)
-            features = nn.functional.normalize(features, dim=1)
-            features = features.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms)
-            return knn_normality(features, self.reference, self.n_neighbors)
-        logits = self.network(inputs)
-        log_p = torch.log_softmax(logits.float(), dim=1).clamp_min(self.floor)
+            unit = nn.functional.normalize(features.to(self.reference.dtype), dim=1)
+            unit = unit.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms)
+            knn = knn_normality(unit, self.reference, self.n_neighbors)
+            if self.rule == "knn":
+                return knn
+        log_p = torch.log_softmax(self.network.forward_head(features).float(), dim=1).clamp_min(self.floor)
         log_p = log_p.reshape(-1, n_transforms, n_transforms)
+        if self.rule == "combined":
+            simplified = transformation_normality(log_p, "simplified", self.alpha_minus_one)
+            return combined_normality(knn, simplified, self.moments)
         return transformation_normality(log_p, self.rule, self.alpha_minus_one)
 
 

@@ -31,6 +31,7 @@ quantile of the training scores, as in scikit-learn's outlier detectors:
 """
 
 import copy
+import inspect
 import math
 import warnings
 from abc import abstractmethod
@@ -93,6 +94,10 @@ def infer_image_shape(n_features, image_shape=None):
     return None
 
 
+#: Features the k-NN scores keep as their reference with ``knn_max_samples="auto"``.
+KNN_REFERENCE_BYTES = 64 * 2**20
+
+
 class BaseDeepDetector(OutlierMixin, BaseEstimator):
     """Shared machinery of the deep anomaly detectors (not for direct use)."""
 
@@ -117,7 +122,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     @abstractmethod
     def _fit_tensor(self, X, rng, generator, X_val=None, **fit_params):
-        """Train on the scaled data ``X``; return the training scores (per rule)."""
+        """Train on the scaled data ``X``; return the scores that set the thresholds (per
+        rule): the training scores without held-out samples, else those of ``X_val``, or
+        ``None`` to have :meth:`_calibration_scores` compute them."""
 
     @abstractmethod
     def _score_tensor(self, X, rule=None):
@@ -130,13 +137,23 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def _scores_by_rule(self, X):
         """``score_samples(X)`` under every rule of ``_score_rules``, in one pass through
         the network where the detector's calibration does it so (the benchmark's
-        ``--all-rules``): ``{rule: scores}``."""
+        ``--all-rules``): ``{rule: scores}``, not yet checked for finiteness (the caller
+        decides what a rule's non-finite scores fail)."""
         data = self._fitted_data(X)
         with deterministic_algorithms(get_config()["deterministic"]):
-            scores = self._calibration_scores(data, None)
-        for rule, values in scores.items():
-            self._check_finite_scores(values, "X", rule)
-        return scores
+            return self._calibration_scores(data, None)
+
+    def _knn_reference_mask(self, n_samples, bytes_per_sample, rng):
+        """Boolean mask (on the device) of the training samples the k-NN score keeps as
+        its reference: all of them, or a random subset of ``knn_max_samples`` of them
+        (``"auto"``: as many as fit ``KNN_REFERENCE_BYTES``)."""
+        if self.knn_max_samples == "auto":
+            n_kept = max(1, KNN_REFERENCE_BYTES // bytes_per_sample)
+        else:
+            n_kept = self.knn_max_samples
+        mask = torch.zeros(n_samples, dtype=torch.bool)
+        mask[rng.choice(n_samples, n_kept, replace=False) if n_kept < n_samples else slice(None)] = True
+        return mask.to(self.device_)
 
     # -- public API --------------------------------------------------------
 
@@ -178,8 +195,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             X, X_val = X[fit_rows], self._to_data(X[held_out])
         X = self._to_data(X)
         with deterministic_algorithms(get_config()["deterministic"]):
-            training_scores = self._fit_tensor(X, rng, generator, X_val=X_val, **fit_params)
-            scores = training_scores if X_val is None else self._calibration_scores(X_val, rng)
+            scores = self._fit_tensor(X, rng, generator, X_val=X_val, **fit_params)
+            if scores is None:
+                scores = self._calibration_scores(X_val, rng)
         if not isinstance(scores, dict):
             scores = {None: scores}
         # On training scores, the plain percentile flags exactly `contamination`
@@ -454,6 +472,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # A detector pickled by an earlier version lacks the parameters added since:
+        # they take their defaults, as skgeoad.load gives them (get_params needs them all).
+        signature = inspect.signature(type(self).__init__)
+        for name in self._get_param_names():
+            if name not in state:
+                setattr(self, name, signature.parameters[name].default)
         if "device_" in state:
             self._place_on(fallback_device(torch.device(self.device_)))
 

@@ -10,8 +10,8 @@ module.
 What exports, and what does not
 -------------------------------
 * :class:`~skgeoad.GeometricTransformDetector`: every transformation set (and
-  the affine maps of tabular data), ``score_type="dirichlet"``,
-  ``"simplified"`` and ``"knn"`` (the training features travel in the file).
+  the affine maps of tabular data), every ``score_type`` (the k-NN rules'
+  training features travel in the file).
 * :class:`~skgeoad.IterativeClusterAEDetector`: both autoencoders,
   ``score_type="cosine"`` and ``"mse"``.
 * :class:`~skgeoad.SubClusterDetector`: ``"msp"``, ``"kl"``, ``"knn"`` (the
@@ -403,7 +403,8 @@ def _geometric(detector):
     if detector.image_shape_ is None:
         transformations = transformations.to(dtype)
     rule = detector._score_rule()
-    reference = _cpu_tensor(detector._knn_reference()).to(dtype) if rule == "knn" else None
+    reference = _cpu_tensor(detector._knn_reference()).to(dtype) if rule in ("knn", "combined") else None
+    moments = _cpu_tensor(detector._moments) if rule == "combined" else None
     return GeometricScore(
         _scaling(detector),
         transformations,
@@ -413,6 +414,7 @@ def _geometric(detector):
         math.log(PROBABILITY_FLOOR),
         reference,
         detector.n_neighbors,
+        moments,
     )
 
 

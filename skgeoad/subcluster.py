@@ -8,7 +8,7 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import cluster_logits, knn_normality, softmax_normality
+from ._scoring import blocked_knn_normality, cluster_logits, softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
@@ -92,6 +92,12 @@ class SubClusterDetector(BaseDeepDetector):
         ODIN's perturbation size, in the scaled input units ([-1, 1] for images).
     n_neighbors : int, default=3
         Neighbours of the k-NN score (the paper uses 3 or 300).
+    knn_max_samples : int or "auto", default="auto"
+        Training samples whose features the k-NN score keeps as its
+        reference, a random subset when fewer than the samples trained on;
+        ``"auto"`` keeps as many as fit 64 MiB (131,072 samples of the CNN's
+        128 features; with ``transformations``, 1 / ``n_transforms_`` of
+        that).
     metric : {"cosine", "euclidean"}, default="cosine"
         Similarity of the k-NN score: mean cosine similarity, or minus the mean
         Euclidean distance, to the nearest training features.
@@ -118,8 +124,9 @@ class SubClusterDetector(BaseDeepDetector):
         sample, the sub-cluster its label names (without labels, that of the
         nearest sub-cluster mean), ``-1`` when the training part has none.
     train_features_ : torch.Tensor of shape (n_samples, n_features_out)
-        Penultimate features of the samples trained on (the k-NN score's
-        reference; PCA features for a single sub-cluster). With
+        Penultimate features of the samples trained on, at most
+        ``knn_max_samples`` of them (the k-NN score's reference; PCA
+        features for a single sub-cluster). With
         ``transformations``, those of each transformation, L2-normalised,
         concatenated and divided by ``sqrt(n_transforms_)``.
     offsets_ : dict
@@ -192,6 +199,7 @@ class SubClusterDetector(BaseDeepDetector):
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "knn_max_samples": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "metric": [StrOptions({"cosine", "euclidean"})],
     }
 
@@ -212,6 +220,7 @@ class SubClusterDetector(BaseDeepDetector):
         temperature=1000.0,
         epsilon=0.0014,
         n_neighbors=3,
+        knn_max_samples="auto",
         metric="cosine",
         image_shape=None,
         contamination=0.1,
@@ -235,6 +244,7 @@ class SubClusterDetector(BaseDeepDetector):
         self.temperature = temperature
         self.epsilon = epsilon
         self.n_neighbors = n_neighbors
+        self.knn_max_samples = knn_max_samples
         self.metric = metric
         self.image_shape = image_shape
         self.contamination = contamination
@@ -349,7 +359,14 @@ class SubClusterDetector(BaseDeepDetector):
         else:
             self.network_ = self._build_network(len(self.clusters_) * self.n_transforms_, generator)
             self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator, validation)
-        self.train_features_ = torch.cat([features for _, features in self._forward(X)])
+        itemsize = torch.finfo(self._dtype).bits // 8
+        reference, start, in_reference = [], 0, None
+        for _, features in self._forward(X):
+            if in_reference is None:
+                in_reference = self._knn_reference_mask(len(X), features.shape[1] * itemsize, rng)
+            reference.append(features[in_reference[start : start + len(features)]])
+            start += len(features)
+        self.train_features_ = torch.cat(reference)
         if X_val is not None:
             return None
         # Without held-out samples, training samples are scored as any sample
@@ -487,22 +504,27 @@ class SubClusterDetector(BaseDeepDetector):
         """``n_transforms_``; 1 for a model fitted before ``transformations`` existed."""
         return getattr(self, "n_transforms_", 1)
 
-    def _knn(self, features):
-        """Similarity of each feature vector to its nearest training features."""
-        reference = self.train_features_
-        k = min(self.n_neighbors, len(reference))
+    def _knn_metric(self):
         # Angles between centred PCA coordinates say little about nearness:
         # the single-cluster fallback measures Euclidean distance.
-        metric = "euclidean" if self.network_ is None else self.metric
-        if metric == "cosine":
-            features = torch.nn.functional.normalize(features, dim=1)
-            reference = torch.nn.functional.normalize(reference, dim=1)
+        return "euclidean" if self.network_ is None else self.metric
+
+    def _knn_reference(self):
+        """The reference as the k-NN score compares with it (unit rows for the cosine)."""
+        if self._knn_metric() == "cosine":
+            return torch.nn.functional.normalize(self.train_features_, dim=1)
+        return self.train_features_
+
+    def _knn(self, features, reference=None):
+        """Similarity of each feature vector to its nearest training features
+        (``reference``: from :meth:`_knn_reference`, prepared once per scoring call)."""
+        reference = self._knn_reference() if reference is None else reference
+        k = min(self.n_neighbors, len(reference))
+        if self._knn_metric() == "cosine":
+            return blocked_knn_normality(torch.nn.functional.normalize(features, dim=1), reference, k)
         per_block = max(1, _KNN_BLOCK // len(reference))
         scores = []
         for block in self._chunks(features, per_block):
-            if metric == "cosine":
-                scores.append(knn_normality(block, reference, k))
-                continue
             # Differences, not ||a||^2 - 2ab + ||b||^2: that expansion (torch's default for
             # large inputs) loses the small distances to near neighbours to cancellation
             # (errors up to 1e-3 relative on digits, which no other implementation, an
@@ -520,7 +542,8 @@ class SubClusterDetector(BaseDeepDetector):
         if rule == "odin":
             self.network_.eval()
             return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy().astype(np.float64)
+        reference = self._knn_reference() if rule == "knn" else None
         scores = []
         for logits, features in self._forward(X, transformed=rule == "knn"):
-            scores.append(self._knn(features) if rule == "knn" else softmax_normality(logits, rule))
+            scores.append(self._knn(features, reference) if rule == "knn" else softmax_normality(logits, rule))
         return torch.cat(scores).cpu().numpy().astype(np.float64)

@@ -67,6 +67,34 @@ def test_all_rules_scores_every_rule_from_one_fit(tmp_path):
         assert records[name]["fit_seconds"] == records["geometric"]["fit_seconds"]
 
 
+def test_all_rules_resumes_runs_that_lack_their_other_rules(tmp_path):
+    out = tmp_path / "results"
+    argv = ["--classes", "0", "--detectors", "subcluster,iforest", "--set", "subcluster.epochs=2",
+            "--set", "subcluster.device=cpu", "--out", str(out), "--quiet"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    assert {r["detector"] for r in read_records(out)} == {"subcluster", "iforest"}
+    assert benchmark.main([*argv, "--all-rules", "--resume"]) == 0
+    records = read_records(out)
+    names = sorted(r["detector"] for r in records)
+    assert names == ["iforest", "subcluster", "subcluster[kl]", "subcluster[knn]", "subcluster[odin]"]
+    assert {r["params"]["score_type"] for r in records if r["detector"].startswith("subcluster")} == {
+        "'msp'", "'kl'", "'knn'", "'odin'"
+    }
+    # Complete now: a second resume runs nothing.
+    assert benchmark.main([*argv, "--all-rules", "--resume"]) == 0
+    assert sorted(r["detector"] for r in read_records(out)) == names
+
+
+def test_a_rule_with_non_finite_scores_fails_its_own_record_only():
+    from skgeoad.benchmark.runner import _rule_result, _split_by_rule
+
+    record = {"detector": "geometric", "auroc": 0.9, "aupr": 0.8,
+              "by_rule": {"knn": _rule_result(None, np.array([0.1, np.nan]))}}  # fmt: skip
+    main, knn = _split_by_rule(record)
+    assert main == {"detector": "geometric", "auroc": 0.9, "aupr": 0.8}
+    assert knn == {"detector": "geometric[knn]", "error": "ValueError: 1 scores are not finite."}
+
+
 def test_subcluster_kmeans_ignores_the_protocols_labels():
     from skgeoad.benchmark.runner import _accepted_fit_params
 

@@ -33,7 +33,7 @@ DETECTORS = {
     "geometric": (
         GeometricTransformDetector,
         dict(transformations="rotations", widen_factor=1, epochs=5),
-        ("dirichlet", "simplified", "knn"),
+        ("dirichlet", "simplified", "knn", "combined"),
     ),
     "subcluster": (SubClusterDetector, dict(epochs=10), ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, dict(epochs=20), ("cosine", "mse")),
@@ -211,6 +211,23 @@ def test_cuda_fitted_pickle_loads_and_scores_in_a_process_without_cuda(name, fit
     )
     subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), detector.score_samples(X_test))
+
+
+#: Parameters added after a release, which older pickles lack.
+ADDED_PARAMETERS = {"geometric": ("n_neighbors", "knn_max_samples"), "subcluster": ("transformations", "knn_max_samples")}
+
+
+@pytest.mark.parametrize("name", ADDED_PARAMETERS)
+def test_a_pickle_from_before_a_parameter_existed_scores_with_its_default(name, fitted, normal_digits):
+    detector, X_test = fitted[name, False], normal_digits[1][:6]
+    state = detector.__getstate__()
+    for parameter in ADDED_PARAMETERS[name]:
+        del state[parameter]
+    old = pickle.loads(pickle.dumps(state))
+    restored = type(detector).__new__(type(detector))
+    restored.__setstate__(old)
+    assert all(getattr(restored, p) == getattr(type(detector)(), p) for p in ADDED_PARAMETERS[name])
+    np.testing.assert_array_equal(restored.score_samples(X_test), detector.score_samples(X_test))
 
 
 # -- thresholds that hold on new data -------------------------------------------

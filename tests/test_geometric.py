@@ -100,21 +100,41 @@ def test_knn_score_is_the_mean_similarity_to_the_nearest_training_images(digits,
         detector.set_params(score_type="dirichlet")
 
 
-def test_knn_reference_is_a_random_subset_beyond_its_memory_budget(digits, quick_params, monkeypatch):
-    import skgeoad.geometric
+def test_combined_score_averages_knn_and_simplified_standardised_on_held_out_samples(digits, fitted_on_nines):
+    X_train, y_train, X_test, _ = digits
+    detector = fitted_on_nines
+    held_out = X_train[y_train == 9][detector.validation_indices_]
+    scores = {}
+    for rule in ("knn", "simplified", "combined"):
+        detector.set_params(score_type=rule)
+        scores[rule] = detector.score_samples(X_test[:30]), detector.score_samples(held_out)
+    detector.set_params(score_type="dirichlet")
+    moments = [(np.mean(scores[rule][1]), np.std(scores[rule][1])) for rule in ("knn", "simplified")]
+    np.testing.assert_allclose(detector.score_moments_, moments, rtol=1e-5)
+    expected = sum((scores[rule][0] - mean) / std for rule, (mean, std) in zip(("knn", "simplified"), moments)) / 2
+    np.testing.assert_allclose(scores["combined"][0], expected, rtol=1e-4, atol=1e-5)
+    # Standardised on the held-out samples: there, mean 0 and variance 1 for each part.
+    np.testing.assert_allclose(np.mean(scores["combined"][1]), 0, atol=1e-5)
+
+
+def test_knn_reference_is_a_random_subset_beyond_its_size(digits, quick_params, monkeypatch):
+    import skgeoad.base
 
     X_train, y_train, X_test, _ = digits
     nines = X_train[y_train == 9]
-    full = GeometricTransformDetector(**{**quick_params, "epochs": 1}).fit(nines).train_features_
-    per_sample = full.shape[1] * 4
-    monkeypatch.setattr(skgeoad.geometric, "_KNN_REFERENCE_BYTES", 20 * per_sample)
-    capped = GeometricTransformDetector(**{**quick_params, "epochs": 1, "score_type": "knn"}).fit(nines)
+    quick = {**quick_params, "epochs": 1}
+    full = GeometricTransformDetector(**quick).fit(nines).train_features_
+    capped = GeometricTransformDetector(**quick, knn_max_samples=20, score_type="knn").fit(nines)
     assert capped.train_features_.shape == (20, full.shape[1])
     # The same network and features (the cap changes nothing else): rows of the full reference.
     exact = "donot_use_mm_for_euclid_dist"
     matches = torch.cdist(capped.train_features_, full, compute_mode=exact).min(1).values
     assert torch.all(matches < 1e-5)
     assert np.all(np.isfinite(capped.score_samples(X_test[:10])))
+    # "auto": as many as fit the memory budget.
+    monkeypatch.setattr(skgeoad.base, "KNN_REFERENCE_BYTES", 30 * full.shape[1] * 4)
+    auto = GeometricTransformDetector(**quick).fit(nines)
+    assert auto.train_features_.shape == (30, full.shape[1])
 
 
 def test_its_features_put_a_classic_detector_ahead_of_the_same_on_pixels(digits, quick_params):

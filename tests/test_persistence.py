@@ -569,8 +569,9 @@ def test_the_committed_reference_model_keeps_loading_and_scoring():
         )
         np.testing.assert_array_equal(detector.predict(X_rows), expected[rule]["predict"])
     # Written before GEOM kept the k-NN rule's training features: that rule asks for a refit.
-    with pytest.raises(ValueError, match="fitted by an earlier version: refit it"):
-        detector.set_params(score_type="knn").score_samples(X_rows)
+    for rule in ("knn", "combined"):
+        with pytest.raises(ValueError, match="fitted by an earlier version: refit it"):
+            detector.set_params(score_type=rule).score_samples(X_rows)
 
 
 def test_the_user_guide_example_runs():

@@ -159,6 +159,15 @@ def test_one_sub_cluster_with_transformations_scores_by_knn_on_the_learned_featu
     assert roc_auc_score(y_test == 8, scores["knn"]) > 0.95  # measured 0.967 (seeds 0 and 1)
 
 
+def test_knn_reference_keeps_at_most_knn_max_samples(digits):
+    X_train, y_train, X_test, y_test = digits
+    zeros = X_train[y_train == 0]
+    full = SubClusterDetector(n_clusters=1, device="cpu", random_state=0).fit(zeros)
+    capped = SubClusterDetector(n_clusters=1, knn_max_samples=40, device="cpu", random_state=0).fit(zeros)
+    assert len(full.train_features_) > 40 and capped.train_features_.shape == (40, full.train_features_.shape[1])
+    assert roc_auc_score(y_test == 0, capped.score_samples(X_test)) > 0.95
+
+
 def test_transformations_need_images(rng):
     with pytest.raises(ValueError, match="transforms images, and these samples are tabular rows"):
         SubClusterDetector(transformations="rotations", epochs=1, device="cpu").fit(rng.normal(size=(20, 5)))

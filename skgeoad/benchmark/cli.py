@@ -403,6 +403,9 @@ def _plan(args):
     detectors = _build_detectors(settings)
     out = Path(args.out)
     records = _finished_records(out / "results.json") if args.resume else []
+    if args.all_rules:
+        # A run finished without --all-rules lacks its other rules' records: run it again.
+        records = _with_every_rule(records, detectors)
     done = {tuple(r[k] for k in _RUN_ID) for r in records}
     jobs = [
         (task, name, detector, seed)
@@ -412,6 +415,24 @@ def _plan(args):
     ]  # fmt: skip
     _check_writable(out)  # last: a mistake found earlier leaves no folder behind
     return settings, records, jobs
+
+
+def _with_every_rule(records, detectors):
+    """``records`` less the runs of ``detectors`` that lack a record for one of their
+    other scoring rules (``"detector[rule]"``), and those rules' records."""
+    present = {tuple(r[k] for k in _RUN_ID) for r in records}
+    incomplete = set()
+    for record in records:
+        detector = detectors.get(record["detector"])
+        rules = getattr(detector, "_score_rules", None)
+        if not rules:
+            continue
+        run = tuple(record[k] for k in _RUN_ID)
+        main = detector.get_params()["score_type"]
+        expected = [(*run[:3], f"{record['detector']}[{rule}]", run[4]) for rule in rules if rule != main]
+        if any(other not in present for other in expected):
+            incomplete |= {run, *expected}
+    return [r for r in records if tuple(r[k] for k in _RUN_ID) not in incomplete]
 
 
 def _connect(args, n_workers, stack):
@@ -463,6 +484,7 @@ def _run(args, settings, records, jobs):
         "max_train": args.max_train, "n_test": args.n_test, "seeds": args.seeds,
         "contamination": args.contamination if args.protocol == "contaminated" else None,
         "settings": settings, "n_jobs": args.n_jobs, "backend": args.backend,
+        "all_rules": args.all_rules,
     }  # fmt: skip
     print(f"budget: {json.dumps(budget)}", flush=True)
     out = Path(args.out)

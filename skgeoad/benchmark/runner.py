@@ -109,13 +109,7 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules
         if not (np.isfinite(auroc) and np.isfinite(aupr)):
             raise ValueError(f"AUROC {auroc} / AUPR {aupr} is undefined.")
         if by_rule:
-            record["by_rule"] = {
-                rule: {
-                    "auroc": float(roc_auc_score(task.is_normal, values)),
-                    "aupr": float(average_precision_score(task.is_normal, values)),
-                }
-                for rule, values in by_rule.items()
-            }
+            record["by_rule"] = {rule: _rule_result(task, values) for rule, values in by_rule.items()}
         record.update(
             auroc=auroc,
             aupr=aupr,
@@ -126,6 +120,18 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=5)
     return record
+
+
+def _rule_result(task, scores):
+    """AUROC and AUPR of another rule's ``scores``, or the error that stops them (that
+    rule's record fails, not the run's)."""
+    bad = int(np.sum(~np.isfinite(scores)))
+    if bad:
+        return {"error": f"ValueError: {bad} scores are not finite."}
+    return {
+        "auroc": float(roc_auc_score(task.is_normal, scores)),
+        "aupr": float(average_precision_score(task.is_normal, scores)),
+    }
 
 
 def run_all(jobs, *, n_jobs=1, backend="loky", on_record=None, progress=True, all_rules=False):
@@ -215,5 +221,11 @@ def _split_by_rule(record):
     [('geometric', 0.9), ('geometric[knn]', 0.95)]
     """
     by_rule = record.pop("by_rule", {})
-    name = record["detector"]
-    return [record, *({**record, "detector": f"{name}[{rule}]", **values} for rule, values in by_rule.items())]
+    split = [record]
+    for rule, values in by_rule.items():
+        other = {key: value for key, value in record.items() if key not in ("auroc", "aupr")}
+        other.update(detector=f"{record['detector']}[{rule}]", **values)
+        if "params" in record:
+            other["params"] = {**record["params"], "score_type": repr(rule)}
+        split.append(other)
+    return split
