@@ -29,7 +29,7 @@ from skgeoad import ADGANDetector, GeometricTransformDetector, IterativeClusterA
 from skgeoad.datasets import load_digits_split
 
 DETECTORS = {
-    "geom": (GeometricTransformDetector, ("dirichlet", "simplified", "knn")),
+    "geom": (GeometricTransformDetector, ("dirichlet", "simplified", "knn", "combined")),
     "subcluster": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "subcluster-labels": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, ("cosine", "mse")),

@@ -59,7 +59,7 @@ import numpy as np
 
 # Rules each detector can score with after fit (``set_params(score_type=...)``).
 RULES = {
-    "geometric": ("dirichlet", "simplified", "knn"),
+    "geometric": ("dirichlet", "simplified", "knn", "combined"),
     "subcluster": ("msp", "odin", "kl", "knn"),
     "icae": ("cosine", "mse"),
     "adgan": (),

@@ -48,7 +48,7 @@ def cases(X_train, y_train):
     quick = dict(device="cpu", random_state=0)
     zeros = X_train[y_train == 0]
     geom = GeometricTransformDetector(transformations="all", widen_factor=1, epochs=2, **quick).fit(zeros)
-    yield "GEOM (72 transf., WRN-10-1)", geom, ("dirichlet", "simplified", "knn")
+    yield "GEOM (72 transf., WRN-10-1)", geom, ("dirichlet", "simplified", "knn", "combined")
     icae = IterativeClusterAEDetector(epochs=20, **quick).fit(X_train)
     yield "IterativeClusterAE (MLP)", icae, ("cosine", "mse")
     conv = IterativeClusterAEDetector(epochs=20, network="conv", hidden_layer_sizes=(16,), **quick).fit(X_train)

@@ -21,7 +21,9 @@ from skgeoad import ADGANDetector, GeometricTransformDetector, IterativeClusterA
 from skgeoad.datasets import load_fashion_mnist
 
 DETECTORS = {
-    "geom": (GeometricTransformDetector, dict(widen_factor=1), ("dirichlet", "simplified", "knn")),
+    "geom": (
+        GeometricTransformDetector, dict(widen_factor=1), ("dirichlet", "simplified", "knn", "combined")
+    ),
     "subcluster": (SubClusterDetector, {}, ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, {}, ("cosine", "mse")),
     "adgan": (ADGANDetector, dict(n_seeds=8), (None,)),

@@ -102,7 +102,7 @@ def _required_fitted(cls):
     common = ("n_features_in_", "image_shape_", "scaling_", "mixed_precision_", "offset_")
     own = {
         "GeometricTransformDetector": ("network_", "transformations_", "n_transforms_", "_alpha_minus_one"),
-        "SubClusterDetector": ("network_", "train_features_", "embedding_"),
+        "SubClusterDetector": ("network_", "train_features_", "embedding_", "clusters_"),
         "IterativeClusterAEDetector": ("network_",),
         "ADGANDetector": ("generator_", "latent_seeds_"),
     }[cls.__name__]

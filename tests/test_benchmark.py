@@ -51,16 +51,15 @@ def test_all_rules_scores_every_rule_from_one_fit(tmp_path):
             "--out", str(out), "--quiet"]  # fmt: skip
     assert benchmark.main(argv) == 0
     records = {r["detector"]: r for r in read_records(out)}
-    assert set(records) == {"geometric", "geometric[simplified]", "geometric[knn]", "iforest"}
-    assert "| class | geometric | geometric[simplified] | geometric[knn] | iforest |" in (
-        out / "results.md"
-    ).read_text()
+    assert set(records) == {"geometric", "geometric[simplified]", "geometric[knn]", "geometric[combined]", "iforest"}
+    header = "| class | geometric | geometric[simplified] | geometric[knn] | geometric[combined] | iforest |"
+    assert header in (out / "results.md").read_text()
     # The same fit, each rule's scores as score_samples gives them after set_params.
     X_train, y_train, X_test, y_test = benchmark.load_rows("digits")
     (task,) = make_tasks("digits", "one-vs-all", X_train, y_train, X_test, y_test, classes=[1])
     detector = make_detector("geometric", cli.parse_settings(QUICK_GEOMETRIC[1::2], ["geometric"])["geometric"])
     detector.set_params(random_state=0).fit(task.X_train)
-    for rule in ("dirichlet", "simplified", "knn"):
+    for rule in ("dirichlet", "simplified", "knn", "combined"):
         name = "geometric" if rule == "dirichlet" else f"geometric[{rule}]"
         auroc = roc_auc_score(task.is_normal, detector.set_params(score_type=rule).score_samples(task.X_test))
         assert records[name]["auroc"] == pytest.approx(auroc, abs=1e-9)
