@@ -26,7 +26,8 @@ autosummary_generate = True
 autodoc_default_options = {
     "members": True,
     "inherited-members": "Module",
-    "exclude-members": "get_metadata_routing, set_fit_request, set_score_request, set_predict_request",
+    # scikit-learn's own pages document these (set_output's docstring points into them).
+    "exclude-members": "get_metadata_routing, set_fit_request, set_score_request, set_predict_request, set_output",
 }
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
