@@ -65,6 +65,15 @@ def cluster_logits(logits, n_transforms):
     return logits.unflatten(1, (-1, n_transforms)).logsumexp(2)
 
 
+def sample_features(features, n_transforms):
+    """One row per sample from the penultimate features of its ``n_transforms``
+    transformations (rows ``i * T + t``, image-major): each transformation's features
+    L2-normalised, concatenated, divided by ``sqrt(T)``. A unit vector whose dot products
+    are mean per-transformation cosines, what the transformation k-NN rules compare."""
+    unit = nn.functional.normalize(features, dim=1)
+    return unit.reshape(-1, n_transforms * features.shape[1]) / math.sqrt(n_transforms)
+
+
 def knn_normality(features, reference, n_neighbors):
     """The k-NN rules' similarity: the mean cosine similarity of each row of ``features``
     ``(..., n, d)`` to its ``n_neighbors`` most similar rows of ``reference`` ``(..., m, d)``,
@@ -157,10 +166,7 @@ class GeometricScore(nn.Module):
         n_transforms = self.n_transforms
         features = self.network.forward_features(self.transformations.expand(self.scaling(X)))
         if self.rule in ("knn", "combined"):
-            # As the detector's _network_outputs: each transformation's features unit-length,
-            # then one row per sample, scaled to unit length.
-            unit = nn.functional.normalize(features.to(self.reference.dtype), dim=1)
-            unit = unit.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms)
+            unit = sample_features(features.to(self.reference.dtype), n_transforms)
             knn = knn_normality(unit, self.reference, self.n_neighbors)
             if self.rule == "knn":
                 return knn
@@ -253,10 +259,8 @@ class SubClusterScore(nn.Module):
             return self._knn(features)
         n_transforms = self.n_transforms
         if self.rule == "knn" and n_transforms > 1:
-            # As the detector: each transformation's features unit-length, one row per sample.
             features = self.network.forward_features(self.transformations.expand(X)).to(self.dtype)
-            features = nn.functional.normalize(features, dim=1)
-            return self._knn(features.reshape(-1, self.reference.shape[1]) / math.sqrt(n_transforms))
+            return self._knn(sample_features(features, n_transforms))
         if self.input_shape is not None:
             X = X.reshape(-1, *self.input_shape)
         features = self.network.forward_features(X)

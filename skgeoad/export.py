@@ -435,7 +435,7 @@ def _subcluster(detector):
         network, rule, metric = None, "knn", "euclidean"
         embedding = tuple(_cpu_tensor(t).to(dtype) for t in detector.embedding_)
     else:
-        n_transforms = getattr(detector, "n_transforms_", 1)  # absent: fitted before the option
+        n_transforms = detector._n_transforms()
         if rule == "odin":
             network = _cpu_copy(detector.network_).to(dtype).requires_grad_(False)
             return OdinScore(

@@ -8,7 +8,12 @@ import torch
 from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import blocked_knn_normality, combined_normality, transformation_normality
+from ._scoring import (
+    blocked_knn_normality,
+    combined_normality,
+    sample_features,
+    transformation_normality,
+)
 from ._torch import autocast, build_module, progress, train_classifier
 from .base import BaseDeepDetector
 from .dirichlet import PROBABILITY_FLOOR, fit_dirichlet
@@ -21,7 +26,6 @@ COMBINED_RULES = ("knn", "simplified")
 #: Training log-probabilities up to this size are kept between the Dirichlet
 #: fit and the training scores instead of being computed twice.
 _CACHE_BYTES = 256 * 2**20
-
 
 
 class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
@@ -398,7 +402,8 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         self.train_features_ = torch.cat(reference)
         rules = self._score_rules[:-1]  # the combined rule is set from these scores
         if keep:
-            return {rule: _to_numpy([self._normality(outputs, rule) for outputs in kept]) for rule in rules}
+            chunks = [self._normalities(outputs, rules) for outputs in kept]
+            return {rule: _to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
         return self._calibration_scores(X, rules=rules) if keep_scores else None
 
     # -- scoring -----------------------------------------------------------
@@ -426,10 +431,9 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
                 features = self.network_.forward_features(self.transformations_.expand(chunk))
                 logits = self.network_.forward_head(features)
             log_p = torch.log_softmax(logits.float(), dim=1).clamp_min_(floor)
-            features = torch.nn.functional.normalize(features.to(self._dtype), dim=1)
             yield (
                 log_p.view(len(chunk), n_transforms, n_transforms),
-                features.view(len(chunk), -1) / math.sqrt(n_transforms),
+                sample_features(features.to(self._dtype), n_transforms),
             )
 
     def _inference_batch_size(self):
@@ -453,19 +457,26 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         return size
 
     def _normality(self, outputs, rule):
+        return self._normalities(outputs, (rule,))[rule]
+
+    def _normalities(self, outputs, rules):
+        """Each of ``rules``' scores of a chunk's ``(log_p, features)``; the combined
+        rule's parts, when also asked for, are computed once."""
         log_p, features = outputs
-        if rule == "knn":
-            return self._knn(features)
-        if rule == "combined":
-            moments = getattr(self, "_moments", None)
-            if moments is None:
-                raise ValueError(
-                    "score_type='combined' needs the score moments that detectors fitted by this "
-                    "version of skgeoad keep; this one was fitted by an earlier version: refit it."
-                )
-            simplified = transformation_normality(log_p, "simplified", self._alpha_minus_one)
-            return combined_normality(self._knn(features), simplified, moments)
-        return transformation_normality(log_p, rule, self._alpha_minus_one)
+        scores = {}
+
+        def score(rule):
+            if rule not in scores:
+                if rule == "knn":
+                    scores[rule] = self._knn(features)
+                elif rule == "combined":
+                    moments = self._fitted_by_this_version("_moments", rule, "score moments")
+                    scores[rule] = combined_normality(score("knn"), score("simplified"), moments)
+                else:
+                    scores[rule] = transformation_normality(log_p, rule, self._alpha_minus_one)
+            return scores[rule]
+
+        return {rule: score(rule) for rule in rules}
 
     def _knn(self, features):
         """Mean similarity of ``features`` (a chunk's, from ``_network_outputs``) to the
@@ -474,13 +485,18 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         return blocked_knn_normality(features, reference, min(self.n_neighbors, len(reference)))
 
     def _knn_reference(self):
-        reference = getattr(self, "train_features_", None)
-        if reference is None:
+        return self._fitted_by_this_version("train_features_", "knn", "training features")
+
+    def _fitted_by_this_version(self, name, rule, what):
+        """Fitted attribute ``name`` (``what`` it holds) that ``rule`` needs; detectors
+        fitted before the rule existed lack it, and are told to refit."""
+        value = getattr(self, name, None)
+        if value is None:
             raise ValueError(
-                "score_type='knn' needs the training features that detectors fitted by this "
+                f"score_type={rule!r} needs the {what} that detectors fitted by this "
                 "version of skgeoad keep; this one was fitted by an earlier version: refit it."
             )
-        return reference
+        return value
 
     def transform(self, X):
         """The self-supervised features the ``"knn"`` score compares, for any detector.
@@ -548,11 +564,10 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
 
     def _calibration_scores(self, X, rng=None, rules=None):
         """Every rule's scores (or those of ``rules``) from one pass through the network."""
-        scores = {rule: [] for rule in rules or self._score_rules}
-        for outputs in self._network_outputs(X, "calibration"):
-            for rule in scores:
-                scores[rule].append(self._normality(outputs, rule))
-        return {rule: _to_numpy(values) for rule, values in scores.items()}
+        rules = rules or self._score_rules
+        outputs = self._network_outputs(X, "calibration")
+        chunks = [self._normalities(chunk_outputs, rules) for chunk_outputs in outputs]
+        return {rule: _to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
 
 
 def _to_numpy(chunks):

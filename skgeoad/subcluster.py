@@ -1,6 +1,5 @@
 """Anomaly detection with a classifier over sub-clusters of the normal data (Lee & Lee)."""
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,7 +7,7 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import blocked_knn_normality, cluster_logits, softmax_normality
+from ._scoring import blocked_knn_normality, cluster_logits, sample_features, softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
@@ -476,8 +475,7 @@ class SubClusterDetector(BaseDeepDetector):
             if n_transforms > 1:
                 # Row i * T holds the untransformed sample i (the identity is transformation 0).
                 logits = logits[::n_transforms]
-                features = torch.nn.functional.normalize(features, dim=1)
-                features = features.view(len(chunk), -1) / math.sqrt(n_transforms)
+                features = sample_features(features, n_transforms)
             yield cluster_logits(logits, self._n_transforms()), features
 
     def _odin(self, chunk):
