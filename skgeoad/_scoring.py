@@ -92,6 +92,22 @@ def blocked_knn_normality(features, reference, n_neighbors, block=2**24):
     return torch.cat([knn_normality(rows, reference, n_neighbors) for rows in blocks])
 
 
+def leave_one_out_knn_normality(features, reference, n_neighbors, block=2**24):
+    """:func:`knn_normality` of every row of ``features`` (unit rows, shape ``(n, d)``)
+    to the rows ``reference`` (indices into ``features``), a row never counting as its
+    own neighbour: how training samples score against a reference they may belong to,
+    as new samples would. In row blocks of at most ``block`` similarity entries."""
+    per_block = max(1, block // len(reference))
+    reference_rows = features[reference]
+    scores = []
+    for start in range(0, len(features), per_block):
+        rows = torch.arange(start, min(start + per_block, len(features)), device=features.device)
+        similarity = features[rows] @ reference_rows.T
+        similarity.masked_fill_(rows[:, None] == reference[None, :], -torch.inf)
+        scores.append(similarity.topk(n_neighbors, dim=1).values.mean(1))
+    return torch.cat(scores)
+
+
 def reconstruction_normality(x, reconstruction, rule):
     """An autoencoder's rules on flat samples: ``"cosine"`` similarity of a sample and its
     reconstruction, or ``"mse"``, minus their mean squared difference."""

@@ -88,6 +88,27 @@ def select_low_variance_clusters(X, labels, rejection):
     return np.isin(labels, clusters[variances <= threshold])
 
 
+def select_dense_neighbourhoods(scores, rejection):
+    """The samples whose neighbourhood score is above the percentile ``rejection``.
+
+    The re-selection of the iterative detector around a feature extractor:
+    ``scores`` is each sample's mean similarity to its nearest neighbours in
+    the current subset (itself left out). The normal class is the dense part
+    of the data; the anomalies, a few of each of several other classes, have
+    too few of their own kind to fill a neighbourhood, so they score low and
+    the ``rejection`` percent lowest samples are left out.
+
+    Examples
+    --------
+    >>> select_dense_neighbourhoods(np.array([0.9, 0.8, 0.2, 0.85, 0.3]), rejection=30)
+    array([ True,  True, False,  True, False])
+    """
+    if not 0 <= rejection < 100:
+        raise ValueError(f"rejection must be in [0, 100), got {rejection}.")
+    scores = np.asarray(scores)
+    return scores >= np.percentile(scores, rejection)
+
+
 def fit_predict_clusters(X, method, n_clusters, seed, covariance_type="full"):
     """Hard labels from scikit-learn's k-means (``"kmeans"``) or Gaussian mixture (``"gmm"``).
 

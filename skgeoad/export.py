@@ -12,8 +12,9 @@ What exports, and what does not
 * :class:`~skgeoad.GeometricTransformDetector`: every transformation set (and
   the affine maps of tabular data), every ``score_type`` (the k-NN rules'
   training features travel in the file).
-* :class:`~skgeoad.IterativeClusterAEDetector`: both autoencoders,
-  ``score_type="cosine"`` and ``"mse"``.
+* :class:`~skgeoad.IterativeClusterAEDetector`: both autoencoders
+  (``score_type="cosine"`` and ``"mse"``) and the transformation classifier
+  (``"knn"``; the selected subset's features travel in the file).
 * :class:`~skgeoad.SubClusterDetector`: ``"msp"``, ``"kl"``, ``"knn"`` (the
   training features travel in the file as the neighbours), the single-cluster
   fallback, and ``"odin"``: ODIN moves each input against the gradient of the
@@ -420,6 +421,19 @@ def _geometric(detector):
 
 def _autoencoder(detector):
     dtype = _compute_dtype(detector)
+    if detector._geometric:
+        n_transforms = detector.n_transforms_
+        return GeometricScore(
+            _scaling(detector),
+            _cpu_copy(detector.transformations_),
+            _cpu_copy(detector.network_).to(dtype),
+            "knn",
+            # The k-NN rule weighs no Dirichlet parameters: only their shape (T, T) is read.
+            torch.zeros(n_transforms, n_transforms, dtype=torch.float64),
+            math.log(PROBABILITY_FLOOR),
+            _cpu_tensor(detector.train_features_).to(dtype),
+            detector.n_neighbors,
+        )
     images = detector.image_shape_ is not None
     input_shape = _chw(detector) if images and detector.network == "conv" else None
     return AutoencoderScore(

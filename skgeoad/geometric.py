@@ -307,21 +307,17 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
     def _build(self, generator):
         """The transformations and the (untrained) classifier for this input."""
         if self.image_shape_ is not None:
-            height, width, channels = self.image_shape_
-            transformations = GeometricTransformations(height, width, self.transformations)
-            n_classes = transformations.n_transforms
+            return image_transformation_classifier(
+                self.image_shape_, self.transformations, self.depth, self.widen_factor,
+                generator, self.device_, self._dtype,
+            )  # fmt: skip
+        transformations = AffineTransformations(
+            self.n_features_in_, self.n_affine_transforms, self.affine_dim, generator
+        )
+        n_classes = transformations.n_transforms
 
-            def factory():
-                return WideResNet(channels, n_classes, self.depth, self.widen_factor)
-
-        else:
-            transformations = AffineTransformations(
-                self.n_features_in_, self.n_affine_transforms, self.affine_dim, generator
-            )
-            n_classes = transformations.n_transforms
-
-            def factory():
-                return MLP(self.affine_dim, n_classes, tuple(self.hidden_layer_sizes))
+        def factory():
+            return MLP(self.affine_dim, n_classes, tuple(self.hidden_layer_sizes))
 
         network = build_module(factory, generator, self.device_, self._dtype)
         return transformations.to(self.device_, self._dtype), network
@@ -334,11 +330,7 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         self.epochs_ = self.epochs or math.ceil(200 / n_transforms)
 
         def batches_of(data):
-            def make_batch(items):
-                samples, labels = items // n_transforms, items % n_transforms
-                return self.transformations_(data[samples], labels), labels
-
-            return make_batch
+            return transformation_batches(self.transformations_, data)
 
         optimizer = torch.optim.Adam(
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
@@ -408,7 +400,6 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
 
     # -- scoring -----------------------------------------------------------
 
-    @torch.inference_mode()
     def _network_outputs(self, X, description="scoring"):
         """Yield ``(log_p, features)`` for chunks of samples.
 
@@ -421,40 +412,17 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         divided by ``sqrt(T)``: a unit vector.
         """
         n_transforms = self.n_transforms_
-        per_chunk = max(1, self._inference_batch_size() // n_transforms)
         floor = math.log(PROBABILITY_FLOOR)
-        self.network_.eval()
-        starts = range(0, len(X), per_chunk)
-        for start in progress(starts, self.verbose, desc=description, unit="chunk"):
-            chunk = X[start : start + per_chunk]
-            with autocast(self.device_, self.mixed_precision_):
-                features = self.network_.forward_features(self.transformations_.expand(chunk))
-                logits = self.network_.forward_head(features)
+        outputs = transformed_outputs(
+            self.network_, self.transformations_, X, self._inference_batch_size(), self.device_,
+            self.mixed_precision_, self._dtype, self.verbose, description,
+        )  # fmt: skip
+        for logits, features in outputs:
             log_p = torch.log_softmax(logits.float(), dim=1).clamp_min_(floor)
-            yield (
-                log_p.view(len(chunk), n_transforms, n_transforms),
-                sample_features(features.to(self._dtype), n_transforms),
-            )
+            yield log_p.view(len(features), n_transforms, n_transforms), features
 
     def _inference_batch_size(self):
-        """Network inputs per forward pass when scoring.
-
-        ``batch_size`` for images of 32x32 or more; up to four times that for
-        smaller images, whose small tensors starve a CPU (measured on 8x8
-        digits with WRN-10-4: passes of 576 inputs ran 1.4x faster than of 144,
-        passes of 2,016 slower again), and 8 batches for tabular rows. On a
-        GPU, at least 32 batches (4,096 inputs): a pass of one 32x32 image's 72
-        transformations leaves a GPU waiting on kernel launches, and 4,096
-        32x32 inputs of WRN-10-4 need a few hundred MiB of activations.
-        """
-        if self.image_shape_ is None:
-            size = 8 * self.batch_size
-        else:
-            height, width, _ = self.image_shape_
-            size = self.batch_size * min(4, max(1, 1024 // (height * width)))
-        if self.device_.type != "cpu":
-            size = max(size, 32 * self.batch_size)
-        return size
+        return inference_batch_size(self.image_shape_, self.batch_size, self.device_)
 
     def _normality(self, outputs, rule):
         return self._normalities(outputs, (rule,))[rule]
@@ -568,6 +536,80 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         outputs = self._network_outputs(X, "calibration")
         chunks = [self._normalities(chunk_outputs, rules) for chunk_outputs in outputs]
         return {rule: _to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
+
+
+def image_transformation_classifier(image_shape, kind, depth, widen_factor, generator, device, dtype):
+    """The ``kind`` transformations of ``(H, W, C)`` images and an untrained Wide ResNet
+    to tell them apart: ``(transformations, network)`` on ``device``."""
+    height, width, channels = image_shape
+    transformations = GeometricTransformations(height, width, kind)
+    n_classes = transformations.n_transforms
+
+    def factory():
+        return WideResNet(channels, n_classes, depth, widen_factor)
+
+    network = build_module(factory, generator, device, dtype)
+    return transformations.to(device, dtype), network
+
+
+def inference_batch_size(image_shape, batch_size, device):
+    """Network inputs per forward pass when scoring every transformation of samples.
+
+    ``batch_size`` for images of 32x32 or more; up to four times that for
+    smaller images, whose small tensors starve a CPU (measured on 8x8
+    digits with WRN-10-4: passes of 576 inputs ran 1.4x faster than of 144,
+    passes of 2,016 slower again), and 8 batches for tabular rows. On a
+    GPU, at least 32 batches (4,096 inputs): a pass of one 32x32 image's 72
+    transformations leaves a GPU waiting on kernel launches, and 4,096
+    32x32 inputs of WRN-10-4 need a few hundred MiB of activations.
+    """
+    if image_shape is None:
+        size = 8 * batch_size
+    else:
+        height, width, _ = image_shape
+        size = batch_size * min(4, max(1, 1024 // (height * width)))
+    if device.type != "cpu":
+        size = max(size, 32 * batch_size)
+    return size
+
+
+@torch.inference_mode()
+def transformed_outputs(
+    network, transformations, X, batch_size, device, mixed_precision, dtype, verbose=0,
+    description="scoring",
+):  # fmt: skip
+    """Yield ``(logits, features)`` of every transformation of chunks of the samples ``X``.
+
+    A chunk holds as many samples as fit ``batch_size`` network inputs (at
+    least one). ``logits``: shape ``(chunk * T, T)``, rows ``i * T + t``;
+    ``features``: the unit per-sample features of :func:`~skgeoad._scoring.sample_features`,
+    shape ``(chunk, T * n_features_out)``, in ``dtype``.
+    """
+    n_transforms = transformations.n_transforms
+    per_chunk = max(1, batch_size // n_transforms)
+    network.eval()
+    starts = range(0, len(X), per_chunk)
+    for start in progress(starts, verbose, desc=description, unit="chunk"):
+        chunk = X[start : start + per_chunk]
+        with autocast(device, mixed_precision):
+            features = network.forward_features(transformations.expand(chunk))
+            logits = network.forward_head(features)
+        yield logits, sample_features(features.to(dtype), n_transforms)
+
+
+def transformation_batches(transformations, data, samples=None):
+    """``make_batch(items)`` for :func:`~skgeoad._torch.train_classifier`: item ``i`` is
+    transformation ``i % T`` of sample ``i // T`` of ``data`` (of ``data[samples]`` when
+    the training set is a subset given by index), labelled ``i % T``."""
+    n_transforms = transformations.n_transforms
+
+    def make_batch(items):
+        rows, labels = items // n_transforms, items % n_transforms
+        if samples is not None:
+            rows = samples[rows]
+        return transformations(data[rows], labels), labels
+
+    return make_batch
 
 
 def _to_numpy(chunks):

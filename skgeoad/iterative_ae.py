@@ -1,5 +1,6 @@
 """Unsupervised detection on contaminated data: iterative clustering + autoencoder."""
 
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -7,22 +8,46 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import reconstruction_normality
-from ._torch import autocast, build_module, evaluate_loss, progress, run_epoch
+from ._scoring import blocked_knn_normality, leave_one_out_knn_normality, reconstruction_normality
+from ._torch import autocast, build_module, check_finite_loss, evaluate_loss, progress, run_epoch
 from .base import BaseDeepDetector
-from .clustering import distribution_clustering, fit_predict_clusters, select_low_variance_clusters
-from .networks import ConvAutoencoder, MLPAutoencoder
+from .clustering import (
+    distribution_clustering,
+    fit_predict_clusters,
+    select_dense_neighbourhoods,
+    select_low_variance_clusters,
+)
+from .geometric import (
+    image_transformation_classifier,
+    inference_batch_size,
+    transformation_batches,
+    transformed_outputs,
+)
+from .networks import ConvAutoencoder, MLPAutoencoder, WideResNet
+from .transforms import TRANSFORMATION_SETS
 
 #: Largest dimension the k-means / GMM initialisations cluster in; wider
 #: inputs are projected on their leading principal components first.
 _MAX_INIT_DIMENSIONS = 50
 
-SCORE_TYPES = ("cosine", "mse")
+AUTOENCODER_RULES = ("cosine", "mse")
+GEOMETRIC_RULES = ("knn",)
+SCORE_TYPES = AUTOENCODER_RULES + GEOMETRIC_RULES
+
+#: ``epochs`` and ``reselect_every`` when left to ``None``: the paper's raw-pixel
+#: MNIST autoencoder settings; for the geometric classifier GEOM's
+#: ``ceil(200 / n_transforms)`` epochs (each a pass per transformation) with a
+#: re-selection after each.
+_AUTOENCODER_EPOCHS, _AUTOENCODER_RESELECT_EVERY = 300, 10
+_GEOMETRIC_RESELECT_EVERY = 1
+
+#: GEOM's L2 penalty on the transformation classifier (its default ``weight_decay``).
+_GEOMETRIC_WEIGHT_DECAY = 5e-4
 
 
 class IterativeClusterAEDetector(BaseDeepDetector):
     """Anomaly detection on unlabeled, contaminated data: clustering picks the
-    normal subset, an autoencoder trained on it refines the pick.
+    normal subset, a network trained on it refines the pick.
 
     The training data holds normal samples *and* anomalies, unlabeled. The
     detector first clusters it and keeps the members of its tightest
@@ -35,9 +60,21 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     autoencoder reconstructs it (by default the cosine similarity, for
     images).
 
+    ``network="geometric"`` (beyond the paper) runs the same select → train
+    → re-select loop around GEOM's transformation classifier (see
+    :class:`GeometricTransformDetector`), which sees images far better than
+    an autoencoder of pixels: it trains on the current subset, and after
+    each epoch every training image is scored by its mean similarity to its
+    ``selection_neighbors`` nearest members of the subset in the
+    classifier's features (itself left out); the ``rejection`` percent
+    lowest are left out of the next subset. A sample's normality is then its
+    similarity to its ``n_neighbors`` nearest members of the final subset:
+    the k-NN score of :class:`GeometricTransformDetector` against a
+    reference cleaned of the anomalies (see the Notes).
+
     Parameters
     ----------
-    score_type : {"auto", "cosine", "mse"}, default="auto"
+    score_type : {"auto", "cosine", "mse", "knn"}, default="auto"
         ``"cosine"``: the cosine similarity of a sample and its
         reconstruction (the paper's). ``"mse"``: minus their mean squared
         difference, often the sharper of the two on images (Fashion-MNIST,
@@ -45,26 +82,35 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         class 0, 0.979 vs 0.953 on class 1). ``"auto"``: the cosine for
         images, the squared error for tabular data, which is standardised
         around zero: there the direction of a sample near the mean is noise
-        and the cosine ranks far-away outliers as normal. The rule resolved
+        and the cosine ranks far-away outliers as normal; ``"knn"`` with
+        ``network="geometric"``, its only score. The rule resolved
         at fit time is also the reconstruction feature of the re-selections.
         Read again at scoring time: ``set_params(score_type=...)`` rescores a
         fitted detector without refitting, and ``decision_function`` then
         uses that rule's offset, kept in ``offsets_`` for both rules.
-    init : {"auto", "distribution", "kmeans", "gmm"}, default="auto"
+    init : {"auto", "distribution", "kmeans", "gmm", "none"}, default="auto"
         Clustering behind the initial subset. ``"distribution"``:
         distribution clustering (Lin et al. 2018), whose leftovers are never
         selected; ``"kmeans"`` / ``"gmm"``: scikit-learn's, with
         ``n_init_clusters`` clusters, on the leading 50 principal components
-        of wider inputs. ``"auto"``: distribution clustering for images,
-        a Gaussian mixture for tabular data (the paper's choices).
+        of wider inputs; ``"none"``: no clustering, training starts from
+        every sample. ``"auto"``: with an autoencoder, distribution
+        clustering for images and a Gaussian mixture for tabular data (the
+        paper's choices); ``"none"`` with ``network="geometric"``, whose
+        first re-selection, in the classifier's features, is sharper than a
+        clustering of pixels (see the Notes).
     initial_rejection : float in [0, 100), default=35.0
         ``p0`` in the paper: the initial subset leaves out the clusters
         whose variance is above the percentile ``100 - p0`` of the
         cluster variances.
     rejection : float in [0, 100), default=30.0
-        ``p``: the same for the mixture components of each re-selection.
-    reselect_every : int, default=10
-        ``r``: epochs between re-selections.
+        ``p``: the same for the mixture components of each re-selection;
+        with ``network="geometric"``, the percentage of samples, by their
+        neighbourhood score, that each re-selection leaves out.
+    reselect_every : int or None, default=None
+        ``r``: epochs between re-selections. ``None``: 10 with an autoencoder
+        (the paper's), 1 with ``network="geometric"``, whose epochs are each
+        a pass over every transformation of the subset.
     n_components : int, default=20
         Components of the Gaussian mixture of each re-selection (capped at
         the number of samples).
@@ -78,16 +124,33 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     max_pair_distance : float, default=1.4
         ``max_dist``: distribution clustering stops seeding clusters when the
         closest unassigned pair is farther apart.
-    network : {"mlp", "conv"}, default="mlp"
+    network : {"mlp", "conv", "geometric"}, default="mlp"
         Autoencoder: fully connected (any input; the paper's) or
         convolutional (images only; two strided stages of 32 and 64
-        channels).
+        channels); or ``"geometric"``, not an autoencoder: GEOM's Wide ResNet
+        telling apart ``transformations`` of the images (images only).
     hidden_layer_sizes : tuple of int, default=(512, 256, 128, 60, 10)
         Encoder widths of the MLP autoencoder, the last being the bottleneck
         (the paper's raw-pixel MNIST network); the decoder mirrors them. The
         convolutional autoencoder takes its code size from the last entry.
-    epochs : int, default=300
-        Most training epochs (the paper's raw-pixel MNIST setting).
+    transformations : str, default="all"
+        ``network="geometric"``: the transformations its classifier tells
+        apart (see :class:`GeometricTransformDetector`; ``"all"``: the 72).
+    depth : int, default=10
+        ``network="geometric"``: depth ``6n + 4`` of the Wide ResNet.
+    widen_factor : int, default=4
+        ``network="geometric"``: width multiplier of the Wide ResNet (GEOM's
+        WRN-10-4; ``1`` is about 10 times faster on a CPU).
+    n_neighbors : int, default=3
+        ``network="geometric"``: neighbours of the ``"knn"`` score (GEOM's).
+    selection_neighbors : int, default=10
+        ``network="geometric"``: neighbours of the re-selections' score. More
+        than the score's: a few anomalies of one kind can fill each other's
+        three nearest places, not ten (chosen on MNIST, see the Notes).
+    epochs : int or None, default=None
+        Most training epochs. ``None``: 300 with an autoencoder (the paper's
+        raw-pixel MNIST setting), GEOM's ``ceil(200 / n_transforms)`` with
+        ``network="geometric"`` (3 for the 72 transformations).
     max_rounds : int or None, default=None
         Most re-selections; ``None``: as many as ``epochs`` allows.
     tol : float in [0, 1), default=0.0
@@ -116,7 +179,18 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     ----------
     network_ : torch.nn.Module
         The trained autoencoder (:class:`~skgeoad.networks.MLPAutoencoder` or
-        :class:`~skgeoad.networks.ConvAutoencoder`).
+        :class:`~skgeoad.networks.ConvAutoencoder`), or the transformation
+        classifier (:class:`~skgeoad.networks.WideResNet`).
+    transformations_ : torch.nn.Module
+        ``network="geometric"`` only: the transformations, as index tables.
+    n_transforms_ : int
+        ``network="geometric"`` only: the number of transformations.
+    train_features_ : torch.Tensor of shape (n_selected, n_transforms * n_features_out)
+        ``network="geometric"`` only: the ``"knn"`` score's reference, the
+        classifier's unit features (as :meth:`GeometricTransformDetector.transform`
+        gives them) of the final subset.
+    epochs_ : int
+        The ``epochs`` in force (``None`` resolved).
     initial_labels_ : ndarray of shape (n_samples,)
         Cluster of each training sample in the initial clustering (``-1``:
         left unassigned by distribution clustering, or held out; see
@@ -179,6 +253,26 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     * The autoencoder keeps training across re-selections (Algorithm 1);
       it is not re-initialised.
 
+    ``network="geometric"`` is not in the paper; its choices were made on
+    MNIST (the 5,000-digit set, 250 a class to train on; digits 1, 3, 5 and 7
+    with 10 and 20% of other digits mixed in; WRN-10-1), never on the
+    Fashion-MNIST of the benchmarks. A classifier trained once on the
+    contaminated data scored 94.0 AUROC (mean of six tasks) by its k-NN
+    score against every training image, 98.1 against the truly normal ones
+    only: the classifier hardly minds the anomalies, its reference does.
+    Re-selecting by the mean similarity to the 10 nearest other members,
+    leaving out 30%, reached 97.4 (3 neighbours 96.2, 25 neighbours 97.3,
+    leaving out 10% 95.1; the paper's rule, a Gaussian mixture on [leading
+    principal components of the features; that score], 95.1 to 95.6).
+    Training on the selected subset and selecting again lifted the two
+    hardest tasks further (97.7 → 98.9 and 96.2 → 96.7), hence the loop.
+    Starting it from every sample rather than from a clustering of the
+    pixels gave 98.0 against 97.0 (five tasks): the clusterings' small, pure
+    first subsets train the classifier on too few images. The classifier
+    keeps training across re-selections, with GEOM's weight decay (5e-4);
+    the features of every training image are held in memory during a
+    re-selection (``n_samples * n_transforms * 64 * widen_factor`` floats).
+
     References
     ----------
     .. [1] "Deep End-to-end Unsupervised Anomaly Detection", ICLR 2020
@@ -198,23 +292,37 @@ class IterativeClusterAEDetector(BaseDeepDetector):
     >>> auroc = roc_auc_score(y[900:] == 0, detector.score_samples(X[900:]))
     >>> bool(auroc > 0.9)
     True
+
+    The same loop around GEOM's transformation classifier:
+
+    >>> detector = IterativeClusterAEDetector(
+    ...     network="geometric", widen_factor=1, random_state=0
+    ... ).fit(X_train)
+    >>> auroc = roc_auc_score(y[900:] == 0, detector.score_samples(X[900:]))
+    >>> bool(auroc > 0.9)
+    True
     """
 
     _parameter_constraints = {
         **BaseDeepDetector._parameter_constraints,
         "score_type": [StrOptions({"auto", *SCORE_TYPES})],
-        "init": [StrOptions({"auto", "distribution", "kmeans", "gmm"})],
+        "init": [StrOptions({"auto", "distribution", "kmeans", "gmm", "none"})],
         "initial_rejection": [Interval(Real, 0, 100, closed="left")],
         "rejection": [Interval(Real, 0, 100, closed="left")],
-        "reselect_every": [Interval(Integral, 1, None, closed="left")],
+        "reselect_every": [None, Interval(Integral, 1, None, closed="left")],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
         "n_init_clusters": [Interval(Integral, 1, None, closed="left")],
         "distribution_threshold": [Interval(Real, 0, None, closed="neither")],
         "min_cluster_size": [Interval(Integral, 2, None, closed="left")],
         "max_pair_distance": [Interval(Real, 0, 4, closed="right")],
-        "network": [StrOptions({"mlp", "conv"})],
+        "network": [StrOptions({"mlp", "conv", "geometric"})],
         "hidden_layer_sizes": [tuple, list],
+        "transformations": [StrOptions(set(TRANSFORMATION_SETS))],
+        "depth": [Interval(Integral, 4, None, closed="left")],
+        "widen_factor": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "selection_neighbors": [Interval(Integral, 1, None, closed="left")],
         "max_rounds": [None, Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, 1, closed="left")],
     }
@@ -226,7 +334,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         init="auto",
         initial_rejection=35.0,
         rejection=30.0,
-        reselect_every=10,
+        reselect_every=None,
         n_components=20,
         covariance_type="diag",
         n_init_clusters=20,
@@ -235,7 +343,12 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         max_pair_distance=1.4,
         network="mlp",
         hidden_layer_sizes=(512, 256, 128, 60, 10),
-        epochs=300,
+        transformations="all",
+        depth=10,
+        widen_factor=4,
+        n_neighbors=3,
+        selection_neighbors=10,
+        epochs=None,
         max_rounds=None,
         tol=0.0,
         batch_size=128,
@@ -261,6 +374,11 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.max_pair_distance = max_pair_distance
         self.network = network
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.transformations = transformations
+        self.depth = depth
+        self.widen_factor = widen_factor
+        self.n_neighbors = n_neighbors
+        self.selection_neighbors = selection_neighbors
         self.epochs = epochs
         self.max_rounds = max_rounds
         self.tol = tol
@@ -275,7 +393,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        """Find the normal subset of ``X`` and train the autoencoder on it.
+        """Find the normal subset of ``X`` and train the network on it.
 
         Parameters
         ----------
@@ -292,6 +410,35 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         """
         return super().fit(X, y)
 
+    # -- which model -------------------------------------------------------
+
+    @property
+    def _geometric(self):
+        """Whether the model is the transformation classifier: as fitted, else as set."""
+        if hasattr(self, "network_"):
+            return isinstance(self.network_, WideResNet)
+        return self.network == "geometric"
+
+    @property
+    def _score_rules(self):
+        return GEOMETRIC_RULES if self._geometric else AUTOENCODER_RULES
+
+    def _score_rule(self):
+        if self.score_type != "auto":
+            return self.score_type
+        if self._geometric:
+            return "knn"
+        return "cosine" if self.image_shape_ is not None else "mse"
+
+    def _check_rule(self, rule):
+        """A clear error for a ``score_type`` the model does not give."""
+        if rule not in self._score_rules:
+            model = "network='geometric'" if self._geometric else f"an autoencoder (network={self.network!r})"
+            raise ValueError(
+                f"score_type={rule!r} is not a score of {model}; its scores are "
+                f"{', '.join(map(repr, self._score_rules))} (or 'auto')."
+            )
+
     # -- fitting -----------------------------------------------------------
 
     def _autoencoder_input(self, X):
@@ -304,6 +451,17 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         return intensities.reshape(len(X), -1)
 
     def _build_network(self, generator):
+        if self.network == "geometric":
+            if self.image_shape_ is None:
+                raise ValueError(
+                    "network='geometric' needs images; X was read as tabular rows (see image_shape)."
+                )
+            self.transformations_, network = image_transformation_classifier(
+                self.image_shape_, self.transformations, self.depth, self.widen_factor,
+                generator, self.device_, self._dtype,
+            )  # fmt: skip
+            self.n_transforms_ = self.transformations_.n_transforms
+            return network
         sizes = tuple(int(s) for s in self.hidden_layer_sizes)
         if not sizes or min(sizes) < 1:
             raise ValueError(f"hidden_layer_sizes must be positive ints, got {self.hidden_layer_sizes!r}.")
@@ -331,7 +489,12 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         """Cluster the inputs and keep the low-variance clusters: ``(labels, selected)``."""
         method = self.init
         if method == "auto":
-            method = "distribution" if self.image_shape_ is not None else "gmm"
+            if self.network == "geometric":
+                method = "none"
+            else:
+                method = "distribution" if self.image_shape_ is not None else "gmm"
+        if method == "none":
+            return np.zeros(len(inputs), dtype=np.intp), np.ones(len(inputs), dtype=bool)
         # On the device even when the data streams: distribution clustering
         # compares every pair of samples, and the same arithmetic on either
         # path keeps the initial subset (and so the model) the same.
@@ -359,8 +522,31 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             selected = np.ones(len(labels), dtype=bool)
         return labels, selected
 
+    def _loss(self, data, samples=None):
+        """``(batch_loss, n_items)`` of the training objective on ``data`` (its rows
+        ``samples``, an index tensor, when given), for :func:`~skgeoad._torch.run_epoch`:
+        the summed squared reconstruction error of samples, or the cross-entropy of
+        telling each sample's transformations apart (one item per sample and
+        transformation)."""
+        n_samples = len(data) if samples is None else len(samples)
+        if self._geometric:
+            make_batch = transformation_batches(self.transformations_, data, samples)
+            cross_entropy = torch.nn.CrossEntropyLoss(reduction="sum")
+
+            def classification_loss(items):
+                inputs, labels = make_batch(items)
+                return cross_entropy(self.network_(inputs).float(), labels)
+
+            return classification_loss, n_samples * self.n_transforms_
+
+        def reconstruction_loss(items):
+            batch = data[items if samples is None else samples[items]]
+            return (self.network_(batch) - batch).pow(2).flatten(1).mean(1).sum()
+
+        return reconstruction_loss, n_samples
+
     @torch.inference_mode()
-    def _encode(self, inputs, rules=SCORE_TYPES):
+    def _encode(self, inputs, rules=AUTOENCODER_RULES):
         """``(codes, {rule: scores})`` of all ``inputs`` for the score ``rules``, in chunks."""
         self.network_.eval()
         codes, scores = [], {rule: [] for rule in rules}
@@ -376,10 +562,15 @@ class IterativeClusterAEDetector(BaseDeepDetector):
                 values.append(reconstruction_normality(chunk, reconstruction, rule))
         return torch.cat(codes), {rule: torch.cat(values).cpu().numpy().astype(np.float64) for rule, values in scores.items()}
 
-    def _score_rule(self):
-        if self.score_type != "auto":
-            return self.score_type
-        return "cosine" if self.image_shape_ is not None else "mse"
+    def _features(self, inputs):
+        """The transformation classifier's unit features of every sample (what its
+        k-NN score and re-selections compare), on the device."""
+        batch_size = inference_batch_size(self.image_shape_, self.batch_size, self.device_)
+        outputs = transformed_outputs(
+            self.network_, self.transformations_, inputs, batch_size, self.device_,
+            self.mixed_precision_, self._dtype,
+        )  # fmt: skip
+        return torch.cat([features for _, features in outputs])
 
     def _reselect(self, inputs, seed, rule):
         """The members of the mixture's low-variance components on [code; reconstruction score]."""
@@ -390,51 +581,78 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         labels = fit_predict_clusters(features, "gmm", min(self.n_components, len(features)), seed, self.covariance_type)
         return select_low_variance_clusters(features, labels, self.rejection)
 
-    _score_rules = SCORE_TYPES
+    def _reselect_by_neighbours(self, features, selected):
+        """The samples whose mean similarity to their ``selection_neighbors`` nearest
+        members of the current subset (themselves left out) is above the ``rejection``
+        percentile; at least two, so that a sample always has a neighbour left."""
+        reference = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
+        n_neighbors = max(1, min(self.selection_neighbors, len(reference) - 1))
+        scores = leave_one_out_knn_normality(features, reference, n_neighbors).cpu().numpy()
+        new = select_dense_neighbourhoods(scores, self.rejection)
+        if new.sum() < 2:
+            new[np.argsort(scores)[-2:]] = True
+        return new
 
     def _fit_tensor(self, X, rng, generator, X_val=None):
-        inputs = X.map(self._autoencoder_input)
-        self.initial_labels_, selected = self._initial_selection(inputs, rng)
+        for stale in ("network_", "transformations_", "n_transforms_", "train_features_"):
+            self.__dict__.pop(stale, None)  # a refit with another network keeps none of them
+        if self.network == "geometric":
+            inputs = X
+            clustered = X.map(lambda X: (X + 1.0) * 0.5)  # intensities, as for the autoencoders
+        else:
+            inputs = clustered = X.map(self._autoencoder_input)
+        self.initial_labels_, selected = self._initial_selection(clustered, rng)
         mixture_seed = int(rng.integers(np.iinfo(np.int32).max))
         self.network_ = self._build_network(generator)
-        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
-        max_rounds = self.max_rounds or self.epochs // self.reselect_every
         rule = self._score_rule()
+        self._check_rule(rule)
+        geometric = self._geometric
+        self.epochs_ = self.epochs or (
+            math.ceil(200 / self.n_transforms_) if geometric else _AUTOENCODER_EPOCHS
+        )
+        reselect_every = self.reselect_every or (
+            _GEOMETRIC_RESELECT_EVERY if geometric else _AUTOENCODER_RESELECT_EVERY
+        )
+        optimizer = torch.optim.Adam(
+            self.network_.parameters(), lr=self.learning_rate,
+            weight_decay=_GEOMETRIC_WEIGHT_DECAY if geometric else 0.0,
+        )  # fmt: skip
+        max_rounds = self.max_rounds or self.epochs_ // reselect_every
         masks, self.selection_history_, self.history_ = [selected], [], []
         self.converged_ = False
-        subset = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
-
-        def reconstruction_loss(batch):
-            return (self.network_(batch) - batch).pow(2).flatten(1).mean(1).sum()
-
-        def batch_loss(items):
-            return reconstruction_loss(inputs[subset[items]])
-
+        features = None  # the classifier's features of all samples, when current
         if X_val is not None:
-            inputs_val = X_val.map(self._autoencoder_input)
-
-            def validation_loss(items):
-                return reconstruction_loss(inputs_val[items])
-
-        bar = progress(range(self.epochs), self.verbose, desc="autoencoder", unit="epoch")
+            validation_loss, n_validation = self._loss(X_val if geometric else X_val.map(self._autoencoder_input))
+        description = "classifier" if geometric else "autoencoder"
+        bar = progress(range(self.epochs_), self.verbose, desc=description, unit="epoch")
         for epoch in bar:
+            subset = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
+            batch_loss, n_items = self._loss(inputs, subset)
             loss = run_epoch(
-                self.network_, batch_loss, len(subset), batch_size=self.batch_size,
+                self.network_, batch_loss, n_items, batch_size=self.batch_size,
                 optimizer=optimizer, generator=generator, device=self.device_,
                 mixed_precision=self.mixed_precision_, verbose=self.verbose, epoch=epoch + 1,
             )  # fmt: skip
+            if geometric:
+                # Guessing uniformly costs log(T) an item; ten times that has diverged.
+                check_finite_loss(loss, epoch + 1, self.learning_rate, limit=10 * max(1.0, math.log(self.n_transforms_)))
+            features = None
             record = {"epoch": epoch + 1, "loss": loss, "n_selected": len(subset)}
             if X_val is not None:
                 record["validation_loss"] = evaluate_loss(
-                    self.network_, validation_loss, len(X_val), batch_size=4 * self.batch_size,
+                    self.network_, validation_loss, n_validation, batch_size=4 * self.batch_size,
                     device=self.device_, mixed_precision=self.mixed_precision_,
                 )  # fmt: skip
             self.history_.append(record)
             if self.verbose:
                 bar.set_postfix(loss=f"{loss:.4f}", selected=len(subset))
-            if (epoch + 1) % self.reselect_every or len(masks) > max_rounds:
+            if (epoch + 1) % reselect_every or len(masks) > max_rounds:
                 continue
-            new = self._reselect(inputs, mixture_seed, rule)
+            if geometric:
+                features = self._features(inputs)
+                new = self._reselect_by_neighbours(features, selected)
+            else:
+                new = self._reselect(inputs, mixture_seed, rule)
             added, removed = int((new & ~selected).sum()), int((selected & ~new).sum())
             self.selection_history_.append(
                 {"round": len(masks), "epoch": epoch + 1, "n_selected": int(new.sum()),
@@ -442,7 +660,6 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             )  # fmt: skip
             masks.append(new)
             selected = new
-            subset = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
             if added + removed <= self.tol * len(selected):
                 self.converged_ = True
                 break
@@ -453,16 +670,34 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         self.selected_ = self._on_all_samples(selected, False)
         self.selection_masks_ = self._on_all_samples(np.stack(masks), False)
         self.n_rounds_ = len(masks) - 1
-        return self._encode(inputs)[1] if X_val is None else None
+        if not geometric:
+            return self._encode(inputs)[1] if X_val is None else None
+        if features is None:
+            features = self._features(inputs)
+        # The reference of the k-NN score: the final subset, as the final network sees it.
+        reference = torch.as_tensor(np.flatnonzero(selected), device=self.device_)
+        self.train_features_ = features[reference]
+        if X_val is not None:
+            return None
+        # Training scores as new samples would get them: a selected sample is not its own neighbour.
+        n_neighbors = max(1, min(self.n_neighbors, len(reference) - 1))
+        return {"knn": leave_one_out_knn_normality(features, reference, n_neighbors).cpu().numpy().astype(np.float64)}
 
     # -- scoring -----------------------------------------------------------
 
     def _score_tensor(self, X, rule):
+        self._check_rule(rule)
+        if rule == "knn":
+            reference = self.train_features_
+            scores = blocked_knn_normality(self._features(X), reference, min(self.n_neighbors, len(reference)))
+            return scores.cpu().numpy().astype(np.float64)
         _, scores = self._encode(X.map(self._autoencoder_input), (rule,))
         return scores[rule]
 
     def _calibration_scores(self, X, rng=None):
-        """Both rules' scores from one pass through the autoencoder."""
+        """Every rule's scores from one pass through the network."""
+        if self._geometric:
+            return {"knn": self._score_tensor(X, "knn")}
         return self._encode(X.map(self._autoencoder_input))[1]
 
 

@@ -92,8 +92,9 @@ def _modules():
     return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
 
 
-def _required_fitted(cls):
-    """The fitted attributes a loaded ``cls`` must have to score (every fit sets them).
+def _required_fitted(cls, detector=None):
+    """The fitted attributes a loaded ``cls`` must have to score (every fit sets them),
+    with those of its model when ``detector`` (as read) says which it is.
 
     Checked at load, so a file that lacks one is a :class:`ModelFileError`, not an
     ``AttributeError`` at the first ``score_samples``. Kept in step with the detectors
@@ -106,6 +107,8 @@ def _required_fitted(cls):
         "IterativeClusterAEDetector": ("network_",),
         "ADGANDetector": ("generator_", "latent_seeds_"),
     }[cls.__name__]
+    if detector is not None and cls.__name__ == "IterativeClusterAEDetector" and detector._geometric:
+        own += ("transformations_", "n_transforms_", "train_features_")
     return common + own + (("offsets_",) if cls._score_rules else ())
 
 
@@ -564,7 +567,7 @@ def load(path, device=None):
             raise ModelFileError(f"{_name(path)}: its device_ is not a torch device: {fitted.get('device_')!r}.")
         target = fallback_device(saved_device) if device is None else resolve_device(device)
         detector = _rebuild(cls, manifest, _Reader(archive, target))
-    missing = [name for name in _required_fitted(cls) if name not in vars(detector)]
+    missing = [name for name in _required_fitted(cls, detector) if name not in vars(detector)]
     if missing:
         raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
     detector._place_on(target)  # the arrays were read onto it; this sets device_ and autocast

@@ -37,6 +37,11 @@ DETECTORS = {
     ),
     "subcluster": (SubClusterDetector, dict(epochs=10), ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, dict(epochs=20), ("cosine", "mse")),
+    "icae-geometric": (
+        IterativeClusterAEDetector,
+        dict(network="geometric", transformations="rotations", widen_factor=1, epochs=4),
+        ("knn",),
+    ),
     "adgan": (ADGANDetector, dict(latent_dim=16, epochs=30, n_seeds=2, n_search_steps=2), (None,)),
 }
 
@@ -67,7 +72,7 @@ def fitted(normal_digits):
 
 
 def scores_by_rule(detector, X):
-    rules = DETECTORS[[n for n, (cls, _, _) in DETECTORS.items() if isinstance(detector, cls)][0]][2]
+    rules = detector._score_rules or (None,)
     result = {}
     for rule in rules:
         if rule is not None:
@@ -214,7 +219,11 @@ def test_cuda_fitted_pickle_loads_and_scores_in_a_process_without_cuda(name, fit
 
 
 #: Parameters added after a release, which older pickles lack.
-ADDED_PARAMETERS = {"geometric": ("n_neighbors", "knn_max_samples"), "subcluster": ("transformations", "knn_max_samples")}
+ADDED_PARAMETERS = {
+    "geometric": ("n_neighbors", "knn_max_samples"),
+    "subcluster": ("transformations", "knn_max_samples"),
+    "icae": ("transformations", "depth", "widen_factor", "n_neighbors", "selection_neighbors"),
+}
 
 
 @pytest.mark.parametrize("name", ADDED_PARAMETERS)
@@ -333,7 +342,7 @@ def test_scores_that_overflow_are_an_error_not_nan(fitted, normal_digits):
         fitted["icae", False].score_samples(X_test)
 
 
-@pytest.mark.parametrize("name", ["geometric", "subcluster", "icae", "adgan"])
+@pytest.mark.parametrize("name", ["geometric", "subcluster", "icae", "icae-geometric", "adgan"])
 def test_a_diverging_optimiser_stops_fit_naming_the_epoch(name, normal_digits):
     with pytest.raises(FloatingPointError, match=r"at epoch \d+.*smaller learning_rate"):
         make(name, learning_rate=1e12, epochs=5).fit(normal_digits[0])

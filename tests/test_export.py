@@ -56,6 +56,8 @@ def _fit(kind, rows, tabular):
         return IterativeClusterAEDetector(epochs=2, hidden_layer_sizes=(32, 8), **quick).fit(X[:150])
     if kind == "icae_conv":
         return IterativeClusterAEDetector(epochs=2, network="conv", hidden_layer_sizes=(8,), **quick).fit(X[:150])
+    if kind == "icae_geometric":
+        return IterativeClusterAEDetector(network="geometric", widen_factor=1, epochs=2, **quick).fit(X[:60])
     if kind == "icae_tabular":
         return IterativeClusterAEDetector(epochs=2, hidden_layer_sizes=(8, 3), **quick).fit(tabular[0])
     if kind == "subcluster":
@@ -91,6 +93,7 @@ CASES = [
     ("icae_conv", {"score_type": "cosine"}),
     ("icae_conv", {"score_type": "mse"}),
     ("icae_tabular", {"score_type": "auto"}),
+    ("icae_geometric", {"score_type": "knn"}),
     ("subcluster", {"score_type": "msp"}),
     ("subcluster", {"score_type": "kl"}),
     ("subcluster", {"score_type": "knn"}),

@@ -144,6 +144,7 @@ DETECTORS = {
     "subcluster-kmeans": lambda **params: UnlabelledSubCluster(**params),
     "icae": _skgeoad("IterativeClusterAEDetector"),
     "icae-mse": _skgeoad("IterativeClusterAEDetector", score_type="mse"),
+    "icae-geometric": _skgeoad("IterativeClusterAEDetector", network="geometric"),
     "iforest": _sklearn("sklearn.ensemble", "IsolationForest"),
     "ocsvm": _sklearn("sklearn.svm", "OneClassSVM", gamma="scale"),
     "lof": _sklearn("sklearn.neighbors", "LocalOutlierFactor", novelty=True),
