@@ -4,7 +4,8 @@
 distribution (Lin et al. 2018) and leaves points that fit no group
 unassigned; :func:`select_low_variance_clusters` keeps the members of the
 tightest clusters, the selection rule of the iterative clustering +
-autoencoder detector.
+autoencoder detector; :func:`select_dense_neighbourhoods` keeps the samples
+with the densest neighbourhoods, its rule around a feature extractor.
 """
 
 import itertools
@@ -344,4 +345,10 @@ def distribution_clustering(
     return labels
 
 
-__all__ = ["cluster_variances", "distribution_clustering", "fit_predict_clusters", "select_low_variance_clusters"]
+__all__ = [
+    "cluster_variances",
+    "distribution_clustering",
+    "fit_predict_clusters",
+    "select_dense_neighbourhoods",
+    "select_low_variance_clusters",
+]

@@ -421,6 +421,7 @@ def _geometric(detector):
 
 def _autoencoder(detector):
     dtype = _compute_dtype(detector)
+    detector._check_rule(detector._score_rule())  # a rule of the fitted model, as score_samples checks
     if detector._geometric:
         n_transforms = detector.n_transforms_
         return GeometricScore(
@@ -435,7 +436,7 @@ def _autoencoder(detector):
             detector.n_neighbors,
         )
     images = detector.image_shape_ is not None
-    input_shape = _chw(detector) if images and detector.network == "conv" else None
+    input_shape = _chw(detector) if images and detector._model() == "conv" else None
     return AutoencoderScore(
         _scaling(detector), _cpu_copy(detector.network_).to(dtype), detector._score_rule(), input_shape, images
     )

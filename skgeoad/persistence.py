@@ -109,7 +109,8 @@ def _required_fitted(cls, detector=None):
     }[cls.__name__]
     if detector is not None and cls.__name__ == "IterativeClusterAEDetector" and detector._geometric:
         own += ("transformations_", "n_transforms_", "train_features_")
-    return common + own + (("offsets_",) if cls._score_rules else ())
+    # An instance's: IterativeClusterAEDetector's rules depend on its model.
+    return common + own + (("offsets_",) if (cls if detector is None else detector)._score_rules else ())
 
 
 def _versions():

@@ -347,3 +347,17 @@ def test_make_tasks_names_a_missing_class():
         make_tasks("toy", "one-vs-all", X, y, X, y, classes=[0, 7])
     with pytest.raises(ValueError, match="No class left to be normal"):
         make_tasks("toy", "multi-normal", X, y, X, y, anomaly_classes=[0, 1, 2])
+
+
+def test_all_rules_resolves_an_auto_score_type_and_resumes_complete(tmp_path):
+    # IterativeClusterAEDetector's score_type="auto" is one of its rules by another name.
+    out = tmp_path / "results"
+    argv = ["--protocol", "contaminated", "--classes", "0", "--detectors", "icae", "--set", "icae.epochs=2",
+            "--set", "icae.device=cpu", "--all-rules", "--out", str(out), "--quiet"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    records = {r["detector"]: r for r in read_records(out)}
+    assert set(records) == {"icae", "icae[mse]"} and "error" not in records["icae"]
+    assert (records["icae"]["rule"], records["icae[mse]"]["rule"]) == ("cosine", "mse")
+    before = read_records(out)
+    assert benchmark.main([*argv, "--resume"]) == 0
+    assert read_records(out) == before  # complete: nothing ran again

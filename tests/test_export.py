@@ -213,6 +213,17 @@ def test_the_export_follows_the_current_score_type(fitted, rows, tmp_path):
     detector.set_params(score_type="auto")
 
 
+def test_a_rule_the_fitted_model_does_not_give_is_refused_as_score_samples_refuses_it(fitted):
+    for kind, rule in (("icae", "knn"), ("icae_geometric", "mse")):
+        detector = fitted(kind)
+        detector.set_params(score_type=rule)
+        try:
+            with pytest.raises(ValueError, match=f"score_type={rule!r} is not a score of"):
+                scoring_module(detector)
+        finally:
+            detector.set_params(score_type="auto")
+
+
 def test_mixed_precision_models_export_in_float32_and_are_left_unchanged(rows, tmp_path):
     X, y, X_new = rows
     detector = SubClusterDetector(epochs=2, device="cpu", mixed_precision=True, random_state=0)

@@ -211,21 +211,18 @@ def test_geometric_network_purifies_its_reference_and_beats_the_autoencoder():
     assert min(aurocs) > 0.93 and np.mean(aurocs) > np.mean(autoencoder) + 0.03, (aurocs, autoencoder)
 
 
-def test_geometric_training_scores_leave_each_sample_out_of_its_own_neighbours(contaminated_digits):
-    import torch
-
-    from skgeoad._scoring import leave_one_out_knn_normality
-
+def test_geometric_reference_is_the_final_subset_capped_by_knn_max_samples(contaminated_digits):
     X, _ = contaminated_digits
-    detector = IterativeClusterAEDetector(
-        transformations="rotations", epochs=3, validation_fraction=0, contamination=0.2, **GEOMETRIC
-    ).fit(X)
+    params = dict(transformations="rotations", epochs=3, validation_fraction=0, **GEOMETRIC)
+    detector = IterativeClusterAEDetector(**params).fit(X)
     features = detector._features(detector._fitted_data(X))
-    reference = torch.as_tensor(np.flatnonzero(detector.selected_))
-    expected = leave_one_out_knn_normality(features, reference, 3).numpy().astype(np.float64)
-    assert detector.offsets_["knn"] == pytest.approx(np.percentile(expected, 20))
-    # Scored as new samples, the selected ones would count themselves: every score rises.
-    assert np.all(detector.score_samples(X)[detector.selected_] >= expected[detector.selected_] - 1e-6)
+    np.testing.assert_allclose(detector.train_features_, features[detector.selected_], atol=1e-6)
+    # Without held-out samples the training scores set the threshold, as for every detector.
+    assert np.mean(detector.predict(X) == -1) == pytest.approx(detector.contamination, abs=0.01)
+    capped = IterativeClusterAEDetector(knn_max_samples=20, **params).fit(X)
+    assert len(capped.train_features_) == 20 and capped.selected_.sum() > 20
+    rows = [np.flatnonzero(np.all(np.isclose(features, row, atol=1e-6), axis=1)) for row in capped.train_features_]
+    assert all(len(r) == 1 and capped.selected_[r[0]] for r in rows)  # each one of the selected
 
 
 def test_geometric_network_rules_and_inputs_are_checked(contaminated_digits, rng):
@@ -247,3 +244,13 @@ def test_refit_with_another_network_keeps_nothing_of_the_first(contaminated_digi
     assert set(detector.offsets_) == {"cosine", "mse"} and detector.epochs_ == 300
     with pytest.raises(ValueError, match="score_type='knn' is not a score"):
         detector.set_params(score_type="knn").score_samples(X[:2])
+
+
+def test_the_fitted_network_decides_how_samples_are_read_not_a_later_network_param(contaminated_digits):
+    X, _ = contaminated_digits
+    detector = IterativeClusterAEDetector(**QUICK).fit(X)
+    scores = detector.score_samples(X[:5])
+    np.testing.assert_array_equal(detector.set_params(network="conv").score_samples(X[:5]), scores)
+    detector.set_params(network="geometric", score_type="knn")
+    with pytest.raises(ValueError, match=r"not a score of an autoencoder \(network='mlp'\)"):
+        detector.score_samples(X[:5])

@@ -428,7 +428,7 @@ def _with_every_rule(records, detectors):
         if not rules:
             continue
         run = tuple(record[k] for k in _RUN_ID)
-        main = detector.get_params()["score_type"]
+        main = record.get("rule", detector.get_params()["score_type"])  # "rule": the resolved one
         expected = [(*run[:3], f"{record['detector']}[{rule}]", run[4]) for rule in rules if rule != main]
         if any(other not in present for other in expected):
             incomplete |= {run, *expected}

@@ -92,7 +92,9 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules
             rules = getattr(estimator, "_score_rules", None) if all_rules else None
             if rules:
                 by_rule = estimator._scores_by_rule(task.X_test)
-                scores = by_rule.pop(estimator.score_type)
+                # The rule in force, resolved ("auto" is one of the rules by another name).
+                record["rule"] = estimator._score_rule()
+                scores = by_rule.pop(record["rule"])
             else:
                 by_rule, scores = {}, estimator.score_samples(task.X_test)
             done = time.perf_counter()
@@ -227,5 +229,7 @@ def _split_by_rule(record):
         other.update(detector=f"{record['detector']}[{rule}]", **values)
         if "params" in record:
             other["params"] = {**record["params"], "score_type": repr(rule)}
+        if "rule" in record:
+            other["rule"] = rule
         split.append(other)
     return split
