@@ -361,3 +361,13 @@ def test_all_rules_resolves_an_auto_score_type_and_resumes_complete(tmp_path):
     before = read_records(out)
     assert benchmark.main([*argv, "--resume"]) == 0
     assert read_records(out) == before  # complete: nothing ran again
+
+
+def test_resume_counts_an_older_auto_record_complete_when_one_rule_is_its_own():
+    # Records written before runs kept their resolved "rule": score_type="auto" is one
+    # of the rules, so a run lacking one "detector[rule]" record is complete.
+    detectors = {"icae": make_detector("icae"), "icae-geometric": make_detector("icae-geometric")}
+    run = {"dataset": "digits", "protocol": "contaminated", "key": 0, "seed": 0}
+    records = [{**run, "detector": "icae"}, {**run, "detector": "icae[mse]"}, {**run, "detector": "icae-geometric"}]
+    assert cli._with_every_rule(records, detectors) == records
+    assert cli._with_every_rule(records[:1] + records[2:], detectors) == records[2:]  # icae lacks both

@@ -260,13 +260,14 @@ def test_the_fitted_network_decides_how_samples_are_read_not_a_later_network_par
 def test_a_neighbourhood_larger_than_a_group_of_look_alike_anomalies_rejects_it(selection_neighbors, group_kept, rng):
     import torch
 
-    # A spread-out normal class and six near-duplicate anomalies: three neighbours are
-    # the anomalies' own kind; a tenth of the subset (11) reaches past them.
-    normal = 0.5 * rng.normal(size=(100, 20)) + 2.0 * np.eye(20)[0]  # (0.6: too sparse even for 11)
-    group = np.eye(20)[1] * 3.0 + 0.01 * rng.normal(size=(6, 20))
+    # A spread-out normal class and four near-duplicate anomalies: three neighbours are
+    # the anomalies' own kind; a tenth of the subset (11) reaches past them. (Checked on
+    # 200 seeds of this construction: neither case ever went the other way.)
+    normal = 0.4 * rng.normal(size=(100, 20)) + 2.0 * np.eye(20)[0]
+    group = np.eye(20)[1] * 3.0 + 0.01 * rng.normal(size=(4, 20))
     features = torch.nn.functional.normalize(torch.as_tensor(np.vstack([normal, group])), dim=1)
     detector = IterativeClusterAEDetector(network="geometric", selection_neighbors=selection_neighbors)
     detector.device_ = torch.device("cpu")
-    selected = detector._reselect_by_neighbours(features, np.ones(106, dtype=bool))
+    selected = detector._reselect_by_neighbours(features, np.ones(104, dtype=bool))
     assert selected[100:].all() == group_kept and selected[100:].any() == group_kept
-    assert selected.sum() == 74  # the 30% lowest (32) left out
+    assert selected.sum() == 73  # the 30% lowest (31) left out
