@@ -9,7 +9,8 @@ find the normal part itself: distribution clustering picks a first subset,
 then an autoencoder trained on it re-selects the subset round after round.
 Here we follow how pure the subset is in each round (we know the truth, the
 detector does not), look at what it leaves out, and compare held-out AUROC
-with scikit-learn's detectors fitted on the same contaminated data.
+with scikit-learn's detectors fitted on the same contaminated data, and with
+the same loop around GEOM's transformation classifier (``network="geometric"``).
 """
 
 import matplotlib.pyplot as plt
@@ -70,13 +71,16 @@ fig.tight_layout()
 # the held-out half (the 3s against every other digit).
 rates = [0.05, 0.1, 0.2]
 flat = lambda images: images.reshape(len(images), -1)  # noqa: E731
-auroc = {"icae (cosine)": [], "icae (mse)": [], "iforest": [], "ocsvm": []}
+auroc = {"icae (cosine)": [], "icae (mse)": [], "icae (geometric)": [], "iforest": [], "ocsvm": []}
 for rate in rates:
     X_rate, _ = contaminated(X_train, y_train, normal_class=3, contamination=rate)
     icae = IterativeClusterAEDetector(epochs=100, random_state=0).fit(X_rate)
     auroc["icae (cosine)"].append(roc_auc_score(y_test == 3, icae.score_samples(X_test)))
     icae.set_params(score_type="mse")  # another score, no refit
     auroc["icae (mse)"].append(roc_auc_score(y_test == 3, icae.score_samples(X_test)))
+    # The same loop around GEOM's transformation classifier (a narrow one: the CPU).
+    geometric = IterativeClusterAEDetector(network="geometric", widen_factor=1, random_state=0).fit(X_rate)
+    auroc["icae (geometric)"].append(roc_auc_score(y_test == 3, geometric.score_samples(X_test)))
     forest = IsolationForest(random_state=0).fit(flat(X_rate))
     auroc["iforest"].append(roc_auc_score(y_test == 3, forest.score_samples(flat(X_test))))
     svm = OneClassSVM(gamma="scale").fit(flat(X_rate))
@@ -84,7 +88,11 @@ for rate in rates:
 
 # %%
 # On 8x8 digits, pixel-space detectors are strong, and the reconstruction
-# error (``score_type="mse"``) ranks better than the paper's cosine.
+# error (``score_type="mse"``) ranks better than the paper's cosine. Around
+# GEOM's classifier (``network="geometric"``), whose features see the digits
+# better than pixels do, the loop stays ahead of both classic detectors at
+# every share of anomalies (0.988 / 0.989 / 0.989 against IsolationForest's
+# 0.976 / 0.976 / 0.969 when this was written).
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, values in auroc.items():
     ax.plot([100 * r for r in rates], values, marker="o", label=name)
