@@ -18,6 +18,8 @@ agree to float rounding; a detector fitted with
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -108,6 +110,12 @@ def leave_one_out_knn_normality(features, reference, n_neighbors, block=2**24):
     return torch.cat(scores)
 
 
+def scores_to_numpy(chunks):
+    """Score chunks (device tensors) as one float64 NumPy array, what ``score_samples``
+    returns."""
+    return torch.cat(chunks).cpu().numpy().astype(np.float64)
+
+
 def reconstruction_normality(x, reconstruction, rule):
     """An autoencoder's rules on flat samples: ``"cosine"`` similarity of a sample and its
     reconstruction, or ``"mse"``, minus their mean squared difference."""
@@ -152,8 +160,10 @@ class GeometricScore(nn.Module):
     network : nn.Module
         The transformation classifier.
     rule : {"dirichlet", "simplified", "knn"}
-    alpha_minus_one : torch.Tensor of shape (T, T)
-        ``alpha_ - 1`` in float64 (the Dirichlet rule's weights).
+    alpha_minus_one : torch.Tensor of shape (T, T) or None
+        ``alpha_ - 1`` in float64 (the Dirichlet rule's weights); ``None`` for a
+        ``"knn"`` score, which reads the classifier's features only (the
+        iterative detector's, which fits no Dirichlet).
     floor : float
         Log-probabilities are clipped below at it.
     reference : torch.Tensor of shape (n_reference, T * n_features_out), optional
@@ -169,8 +179,9 @@ class GeometricScore(nn.Module):
         super().__init__()
         self.scaling, self.transformations, self.network = scaling, transformations, network
         self.rule = rule
-        self.n_transforms = int(alpha_minus_one.shape[0])
-        self.register_buffer("alpha_minus_one", alpha_minus_one)
+        self.n_transforms = int(transformations.n_transforms)
+        if alpha_minus_one is not None:
+            self.register_buffer("alpha_minus_one", alpha_minus_one)
         self.floor = float(floor)
         if reference is not None:
             self.register_buffer("reference", reference)

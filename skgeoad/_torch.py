@@ -192,6 +192,15 @@ def check_finite_loss(loss: float, epoch: int, learning_rate: float, what: str =
         )
 
 
+def chance_loss_limit(n_classes: int) -> float:
+    """Mean cross-entropy above which a classifier's training has diverged, even if finite.
+
+    Guessing uniformly costs ``log(n_classes)`` per item; an epoch ten times worse
+    than that on average is past recovering.
+    """
+    return 10 * max(1.0, math.log(n_classes))
+
+
 def batch_bounds(n_items: int, batch_size: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of consecutive batches covering ``n_items``.
 
@@ -307,19 +316,17 @@ def train_classifier(
 
     def loss_of(make):
         def batch_loss(items):
-            nonlocal chance_loss_limit
+            nonlocal loss_limit
             inputs, targets = make(items)
             logits = network(inputs).float()
-            if chance_loss_limit is None:
-                chance_loss_limit = 10 * max(1.0, math.log(logits.shape[1]))
+            if loss_limit is None:
+                loss_limit = chance_loss_limit(logits.shape[1])
             return loss_fn(logits, targets)
 
         return batch_loss
 
     history = []
-    # Guessing uniformly costs log(n_classes) per item; an epoch ten times
-    # worse than that on average has diverged even if its loss is finite.
-    chance_loss_limit = None
+    loss_limit = None  # chance_loss_limit of the number of classes, read off the first logits
     bar = progress(range(1, epochs + 1), verbose, desc=description, unit="epoch")
     for epoch in bar:
         record = {"epoch": epoch}
@@ -328,7 +335,7 @@ def train_classifier(
             generator=generator, device=device, mixed_precision=mixed_precision,
             verbose=verbose, epoch=epoch,
         )  # fmt: skip
-        check_finite_loss(record["loss"], epoch, optimizer.param_groups[0]["lr"], limit=chance_loss_limit)
+        check_finite_loss(record["loss"], epoch, optimizer.param_groups[0]["lr"], limit=loss_limit)
         if scheduler is not None:
             scheduler.step()
         if validation is not None:

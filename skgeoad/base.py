@@ -143,11 +143,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         with deterministic_algorithms(get_config()["deterministic"]):
             return self._calibration_scores(data, None)
 
-    def _knn_reference_mask(self, n_samples, bytes_per_sample, rng):
+    def _knn_reference_mask(self, n_samples, n_features, rng):
         """Boolean mask (on the device) of the training samples the k-NN score keeps as
         its reference: all of them, or a random subset of ``knn_max_samples`` of them
-        (``"auto"``: as many as fit ``KNN_REFERENCE_BYTES``)."""
+        (``"auto"``: as many as fit ``KNN_REFERENCE_BYTES`` at ``n_features`` values of
+        the detector's dtype each)."""
         if self.knn_max_samples == "auto":
+            bytes_per_sample = n_features * torch.finfo(self._dtype).bits // 8
             n_kept = max(1, KNN_REFERENCE_BYTES // bytes_per_sample)
         else:
             n_kept = self.knn_max_samples

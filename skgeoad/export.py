@@ -423,14 +423,12 @@ def _autoencoder(detector):
     dtype = _compute_dtype(detector)
     detector._check_rule(detector._score_rule())  # a rule of the fitted model, as score_samples checks
     if detector._geometric:
-        n_transforms = detector.n_transforms_
         return GeometricScore(
             _scaling(detector),
             _cpu_copy(detector.transformations_),
             _cpu_copy(detector.network_).to(dtype),
             "knn",
-            # The k-NN rule weighs no Dirichlet parameters: only their shape (T, T) is read.
-            torch.zeros(n_transforms, n_transforms, dtype=torch.float64),
+            None,  # no Dirichlet weights: the k-NN rule reads the classifier's features only
             math.log(PROBABILITY_FLOOR),
             _cpu_tensor(detector.train_features_).to(dtype),
             detector.n_neighbors,

@@ -12,6 +12,7 @@ from ._scoring import (
     blocked_knn_normality,
     combined_normality,
     sample_features,
+    scores_to_numpy,
     transformation_normality,
 )
 from ._torch import autocast, build_module, progress, train_classifier
@@ -376,7 +377,7 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         sum_log_p = torch.zeros_like(sum_p)
         n_features_out = self.network_.fc.in_features
         itemsize = torch.finfo(self._dtype).bits // 8
-        in_reference = self._knn_reference_mask(len(X), n_transforms * n_features_out * itemsize, rng)
+        in_reference = self._knn_reference_mask(len(X), n_transforms * n_features_out, rng)
         per_sample = n_transforms * (n_transforms * 4 + n_features_out * itemsize)
         keep = keep_scores and len(X) * per_sample <= _CACHE_BYTES
         kept, reference, start = [], [], 0
@@ -395,7 +396,7 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         rules = self._score_rules[:-1]  # the combined rule is set from these scores
         if keep:
             chunks = [self._normalities(outputs, rules) for outputs in kept]
-            return {rule: _to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
+            return {rule: scores_to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
         return self._calibration_scores(X, rules=rules) if keep_scores else None
 
     # -- scoring -----------------------------------------------------------
@@ -528,14 +529,14 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         return torch.cat([log_p.exp() for log_p, _ in self._network_outputs(X)]).cpu().numpy()
 
     def _score_tensor(self, X, rule):
-        return _to_numpy([self._normality(outputs, rule) for outputs in self._network_outputs(X)])
+        return scores_to_numpy([self._normality(outputs, rule) for outputs in self._network_outputs(X)])
 
     def _calibration_scores(self, X, rng=None, rules=None):
         """Every rule's scores (or those of ``rules``) from one pass through the network."""
         rules = rules or self._score_rules
         outputs = self._network_outputs(X, "calibration")
         chunks = [self._normalities(chunk_outputs, rules) for chunk_outputs in outputs]
-        return {rule: _to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
+        return {rule: scores_to_numpy([chunk[rule] for chunk in chunks]) for rule in rules}
 
 
 def image_transformation_classifier(image_shape, kind, depth, widen_factor, generator, device, dtype):
@@ -610,11 +611,6 @@ def transformation_batches(transformations, data, samples=None):
         return transformations(data[rows], labels), labels
 
     return make_batch
-
-
-def _to_numpy(chunks):
-    """Score chunks (device tensors) as one float64 NumPy array."""
-    return torch.cat(chunks).cpu().numpy().astype(np.float64)
 
 
 def _reduction_dtype(device):

@@ -8,8 +8,21 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import blocked_knn_normality, leave_one_out_knn_normality, reconstruction_normality
-from ._torch import autocast, build_module, check_finite_loss, evaluate_loss, progress, run_epoch
+from ._scoring import (
+    blocked_knn_normality,
+    leave_one_out_knn_normality,
+    reconstruction_normality,
+    scores_to_numpy,
+)
+from ._torch import (
+    autocast,
+    build_module,
+    chance_loss_limit,
+    check_finite_loss,
+    evaluate_loss,
+    progress,
+    run_epoch,
+)
 from .base import BaseDeepDetector
 from .clustering import (
     distribution_clustering,
@@ -600,7 +613,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             codes.append(code.to(self._dtype))
             for rule, values in scores.items():
                 values.append(reconstruction_normality(chunk, reconstruction, rule))
-        return torch.cat(codes), {rule: torch.cat(values).cpu().numpy().astype(np.float64) for rule, values in scores.items()}
+        return torch.cat(codes), {rule: scores_to_numpy(values) for rule, values in scores.items()}
 
     def _transformed_outputs(self, inputs):
         batch_size = inference_batch_size(self.image_shape_, self.batch_size, self.device_)
@@ -679,8 +692,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
                 mixed_precision=self.mixed_precision_, verbose=self.verbose, epoch=epoch + 1,
             )  # fmt: skip
             if geometric:
-                # Guessing uniformly costs log(T) an item; ten times that has diverged.
-                check_finite_loss(loss, epoch + 1, self.learning_rate, limit=10 * max(1.0, math.log(self.n_transforms_)))
+                check_finite_loss(loss, epoch + 1, self.learning_rate, limit=chance_loss_limit(self.n_transforms_))
             features = None
             record = {"epoch": epoch + 1, "loss": loss, "n_selected": len(subset)}
             if X_val is not None:
@@ -720,19 +732,18 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         # The reference of the k-NN score: the final subset as the final network sees it,
         # at most knn_max_samples of it.
         subset = np.flatnonzero(selected)
-        bytes_per_sample = self.n_transforms_ * self.network_.fc.in_features * torch.finfo(self._dtype).bits // 8
-        kept = self._knn_reference_mask(len(subset), bytes_per_sample, rng).cpu().numpy()
-        reference = torch.as_tensor(subset[kept], device=self.device_)
-        self.train_features_ = self._features(inputs.subset(subset[kept])) if features is None else features[reference]
+        kept = subset[self._knn_reference_mask(len(subset), self.n_transforms_ * self.network_.fc.in_features, rng).cpu().numpy()]
+        if features is None:
+            self.train_features_ = self._features(inputs.subset(kept))
+        else:
+            self.train_features_ = features[torch.as_tensor(kept, device=self.device_)]
         # Without held-out samples the offsets come from the training scores, as they come
         # (a selected sample is its own nearest neighbour), like every detector's.
         if X_val is not None:
             return None
         if features is None:
             return self._calibration_scores(inputs)
-        reference = self.train_features_
-        scores = blocked_knn_normality(features, reference, min(self.n_neighbors, len(reference)))
-        return {"knn": scores.cpu().numpy().astype(np.float64)}
+        return {"knn": scores_to_numpy([self._knn(features)])}
 
     # -- scoring -----------------------------------------------------------
 
@@ -744,15 +755,14 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         return scores[rule]
 
     def _knn_scores(self, X):
-        """The k-NN score of ``X`` against ``train_features_``, chunk by chunk (the features
-        of all of ``X`` are never held at once)."""
+        """The k-NN score of ``X``, chunk by chunk (the features of all of ``X`` are never
+        held at once)."""
+        return scores_to_numpy([self._knn(features) for _, features in self._transformed_outputs(X)])
+
+    def _knn(self, features):
+        """Mean similarity of ``features`` (unit rows) to their nearest ``train_features_``."""
         reference = self.train_features_
-        n_neighbors = min(self.n_neighbors, len(reference))
-        chunks = [
-            blocked_knn_normality(features, reference, n_neighbors)
-            for _, features in self._transformed_outputs(X)
-        ]
-        return torch.cat(chunks).cpu().numpy().astype(np.float64)
+        return blocked_knn_normality(features, reference, min(self.n_neighbors, len(reference)))
 
     def _calibration_scores(self, X, rng=None):
         """Every rule's scores from one pass through the network."""

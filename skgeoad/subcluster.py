@@ -7,7 +7,7 @@ import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._scoring import blocked_knn_normality, cluster_logits, sample_features, softmax_normality
+from ._scoring import blocked_knn_normality, cluster_logits, sample_features, scores_to_numpy, softmax_normality
 from ._torch import autocast, build_module, full_precision, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
@@ -358,11 +358,10 @@ class SubClusterDetector(BaseDeepDetector):
         else:
             self.network_ = self._build_network(len(self.clusters_) * self.n_transforms_, generator)
             self.history_ = self._train(X, torch.as_tensor(codes, device=self.device_), generator, validation)
-        itemsize = torch.finfo(self._dtype).bits // 8
         reference, start, in_reference = [], 0, None
         for _, features in self._forward(X):
             if in_reference is None:
-                in_reference = self._knn_reference_mask(len(X), features.shape[1] * itemsize, rng)
+                in_reference = self._knn_reference_mask(len(X), features.shape[1], rng)
             reference.append(features[in_reference[start : start + len(features)]])
             start += len(features)
         self.train_features_ = torch.cat(reference)
@@ -539,9 +538,9 @@ class SubClusterDetector(BaseDeepDetector):
             rule = "knn"
         if rule == "odin":
             self.network_.eval()
-            return torch.cat([self._odin(chunk) for chunk in self._chunks(X)]).cpu().numpy().astype(np.float64)
+            return scores_to_numpy([self._odin(chunk) for chunk in self._chunks(X)])
         reference = self._knn_reference() if rule == "knn" else None
         scores = []
         for logits, features in self._forward(X, transformed=rule == "knn"):
             scores.append(self._knn(features, reference) if rule == "knn" else softmax_normality(logits, rule))
-        return torch.cat(scores).cpu().numpy().astype(np.float64)
+        return scores_to_numpy(scores)
