@@ -21,8 +21,13 @@ _SEARCH_FLOATS = 2**26
 #: Adam's betas in the search, as in the paper.
 _SEARCH_BETAS = (0.5, 0.999)
 
-#: Fewest critic steps of the default training length (``epochs=None``).
-_MIN_CRITIC_STEPS = 2000
+#: Fewest critic steps of the default training length (``epochs=None``):
+#: measured on digits 0-4 (90 images a class, latent size 64, 8 seeds), see
+#: the ``epochs`` parameter.
+_MIN_CRITIC_STEPS = 6000
+
+#: The paper's latent size, for data of a thousand features and more.
+_PAPER_LATENT_DIM = 256
 
 
 class ADGANDetector(BaseDeepDetector):
@@ -37,8 +42,14 @@ class ADGANDetector(BaseDeepDetector):
 
     Parameters
     ----------
-    latent_dim : int, default=256
-        Dimension of the latent space (the paper's ``d'``).
+    latent_dim : int or "auto", default="auto"
+        Dimension of the latent space (the paper's ``d'``). ``"auto"``: the
+        paper's 256, or the number of features (pixels times channels) when
+        that is smaller. The paper asks for ``d' << d``; with a latent space
+        larger than the image, the generator reaches any image, anomalies
+        included. On digits (8x8 = 64 pixels; digits 0-4, the default
+        training, latent search) the mean AUROC was 98.9 with 32 latent
+        dimensions, 99.4 with 64, 99.1 with 128 and 98.5 with 256.
     gan : {"wgan-gp", "wgan"}, default="wgan-gp"
         ``"wgan-gp"``: the critic's Lipschitz constraint by a gradient penalty
         (Gulrajani et al.), Adam with ``learning_rate`` and betas (0, 0.9),
@@ -55,10 +66,12 @@ class ADGANDetector(BaseDeepDetector):
         Weight clipping bound (``gan="wgan"``).
     epochs : int, default=None
         Passes of the critic over the training data. ``None`` trains for 100
-        epochs (as the GEOM paper trains its ADGAN baseline's GAN) or 2,000
+        epochs (as the GEOM paper trains its ADGAN baseline's GAN) or 6,000
         critic steps, whichever is more: on a small training set 100 epochs
-        are too few updates for a GAN (90 digits, 100 epochs: AUROC 0.59;
-        600 epochs: 0.94, latent search).
+        are far too few updates for a GAN. On digits 0-4 (90 images a class,
+        latent size 64, 8 seeds) 2,000 critic steps gave a mean AUROC of
+        94.8 (joint search), 6,000 steps 99.4 (joint or latent search) and
+        12,000 steps 99.5 (latent search).
     batch_size : int, default=64
         Samples per critic step.
     learning_rate : float, default=1e-4
@@ -97,7 +110,9 @@ class ADGANDetector(BaseDeepDetector):
     generator_ : torch.nn.Module
         The trained generator (``critic_`` is kept too, for inspection).
     critic_ : torch.nn.Module
-    latent_seeds_ : torch.Tensor of shape (n_seeds, latent_dim)
+    latent_dim_ : int
+        The latent size used (``latent_dim`` with ``"auto"`` resolved).
+    latent_seeds_ : torch.Tensor of shape (n_seeds, latent_dim_)
         The search's starting points, shared by all samples.
     epochs_ : int
         Epochs trained.
@@ -147,7 +162,7 @@ class ADGANDetector(BaseDeepDetector):
 
     _parameter_constraints = {
         **BaseDeepDetector._parameter_constraints,
-        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "latent_dim": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "gan": [StrOptions({"wgan-gp", "wgan"})],
         "n_critic": [Interval(Integral, 1, None, closed="left")],
         "gp_weight": [Interval(Real, 0, None, closed="left")],
@@ -164,7 +179,7 @@ class ADGANDetector(BaseDeepDetector):
     def __init__(
         self,
         *,
-        latent_dim=256,
+        latent_dim="auto",
         gan="wgan-gp",
         n_critic=2,
         gp_weight=10.0,
@@ -233,7 +248,7 @@ class ADGANDetector(BaseDeepDetector):
     # -- training ----------------------------------------------------------
 
     def _build(self, generator):
-        latent, dtype = self.latent_dim, self._dtype
+        latent, dtype = self.latent_dim_, self._dtype
         if self.image_shape_ is None:
             n_features, hidden = self.n_features_in_, tuple(self.hidden_layer_sizes)
             make_generator = lambda: MLP(latent, n_features, hidden)  # noqa: E731
@@ -263,12 +278,15 @@ class ADGANDetector(BaseDeepDetector):
         return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
     def _fit_tensor(self, X, rng, generator, X_val=None):
+        self.latent_dim_ = (
+            min(_PAPER_LATENT_DIM, self.n_features_in_) if self.latent_dim == "auto" else self.latent_dim
+        )
         self.generator_, self.critic_ = self._build(generator)
         seed = int(rng.integers(np.iinfo(np.int32).max))
         # Latent draws happen on the device, from a generator of its own.
         device_rng = torch.Generator(device=self.device_).manual_seed(seed)
         def draw_latents(n):
-            return torch.randn(n, self.latent_dim, generator=device_rng, device=self.device_, dtype=self._dtype)
+            return torch.randn(n, self.latent_dim_, generator=device_rng, device=self.device_, dtype=self._dtype)
 
         self.latent_seeds_ = draw_latents(self.n_seeds)
         real_data = X.map(self._gan_input)
