@@ -22,11 +22,12 @@ _SEARCH_FLOATS = 2**26
 _SEARCH_BETAS = (0.5, 0.999)
 
 #: Fewest critic steps of the default training length (``epochs=None``):
-#: measured on digits 0-4 (90 images a class, latent size 64, 8 seeds), see
-#: the ``epochs`` parameter.
+#: measured on digits 0-4 (~81 training images a class, latent size 64, 8
+#: seeds), see the ``epochs`` parameter.
 _MIN_CRITIC_STEPS = 6000
 
-#: The paper's latent size, for data of a thousand features and more.
+#: The paper's latent size, which ``latent_dim="auto"`` keeps for data of 256
+#: features and more.
 _PAPER_LATENT_DIM = 256
 
 
@@ -45,11 +46,14 @@ class ADGANDetector(BaseDeepDetector):
     latent_dim : int or "auto", default="auto"
         Dimension of the latent space (the paper's ``d'``). ``"auto"``: the
         paper's 256, or the number of features (pixels times channels) when
-        that is smaller. The paper asks for ``d' << d``; with a latent space
-        larger than the image, the generator reaches any image, anomalies
-        included. On digits (8x8 = 64 pixels; digits 0-4, the default
-        training, latent search) the mean AUROC was 98.9 with 32 latent
-        dimensions, 99.4 with 64, 99.1 with 128 and 98.5 with 256.
+        that is smaller, so never more latent dimensions than the data has.
+        The paper asks for ``d' << d``; with a latent space larger than the
+        image, the generator reaches any image, anomalies included. On digits
+        (8x8 = 64 pixels; digits 0-4, ~81 training images a class, the
+        default training, 8 seeds, latent search) the mean AUROC was 98.9
+        with 32 latent dimensions, 99.4 with 64, 99.1 with 128 and 98.5 with
+        256. Measured on images only: for tabular rows of fewer than 256
+        features, "auto" is their number of features, not tuned.
     gan : {"wgan-gp", "wgan"}, default="wgan-gp"
         ``"wgan-gp"``: the critic's Lipschitz constraint by a gradient penalty
         (Gulrajani et al.), Adam with ``learning_rate`` and betas (0, 0.9),
@@ -68,8 +72,8 @@ class ADGANDetector(BaseDeepDetector):
         Passes of the critic over the training data. ``None`` trains for 100
         epochs (as the GEOM paper trains its ADGAN baseline's GAN) or 6,000
         critic steps, whichever is more: on a small training set 100 epochs
-        are far too few updates for a GAN. On digits 0-4 (90 images a class,
-        latent size 64, 8 seeds) 2,000 critic steps gave a mean AUROC of
+        are far too few updates for a GAN. On digits 0-4 (~81 training images
+        a class, latent size 64, 8 seeds) 2,000 critic steps gave a mean AUROC of
         94.8 (joint search), 6,000 steps 99.4 (joint or latent search) and
         12,000 steps 99.5 (latent search).
     batch_size : int, default=64
@@ -224,6 +228,11 @@ class ADGANDetector(BaseDeepDetector):
         self.mixed_precision = mixed_precision
         self.verbose = verbose
         self.random_state = random_state
+
+    def _complete_older_fit(self):
+        # Fits from before latent_dim="auto" did not record the size they used.
+        if "latent_seeds_" in vars(self) and "latent_dim_" not in vars(self):
+            self.latent_dim_ = self.latent_seeds_.shape[1]
 
     # -- data layout -------------------------------------------------------
 

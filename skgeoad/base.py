@@ -482,6 +482,11 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 setattr(self, name, signature.parameters[name].default)
         if "device_" in state:
             self._place_on(fallback_device(torch.device(self.device_)))
+        self._complete_older_fit()
+
+    def _complete_older_fit(self):
+        """Fill in the fitted attributes an earlier version did not keep, from those it did
+        (after unpickling and after :func:`skgeoad.load`); nothing by default."""
 
     def _place_on(self, device):
         """Make ``device`` the fitted model's device: every tensor and module moves to it,

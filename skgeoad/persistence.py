@@ -571,6 +571,7 @@ def load(path, device=None):
     missing = [name for name in _required_fitted(cls, detector) if name not in vars(detector)]
     if missing:
         raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
+    detector._complete_older_fit()
     detector._place_on(target)  # the arrays were read onto it; this sets device_ and autocast
     try:
         check_is_fitted(detector)

@@ -28,8 +28,8 @@ def test_short_training_trains_what_it_is_told(zeros_detector):
 
 def test_quality_on_digits(digits):
     # Digit 3 (a hard class: OneClassSVM 0.979, IsolationForest 0.974) with
-    # the automatic latent size (64 for 8x8) and 3,000 critic steps, half the
-    # default training: AUROC 0.974 / 0.973 / 0.978 over seeds 0-2 (1,500
+    # the automatic latent size (64 for 8x8) and 3,000 critic steps of 32
+    # images (the default: 6,000 of 64): AUROC 0.974 / 0.973 / 0.978 over seeds 0-2 (1,500
     # steps: 0.949-0.976; the latent size of 256 and 2,000 steps that were
     # the defaults before: 0.943 with the joint search and 8 seeds).
     X_train, y_train, X_test, y_test = digits
@@ -41,15 +41,42 @@ def test_quality_on_digits(digits):
 
 
 @pytest.mark.parametrize(
-    ("shape", "expected"), [((20, 8, 8), 64), ((20, 28, 28), 256), ((20, 5), 5), ((20, 300), 256)]
+    ("shape", "expected"),
+    [((20, 8, 8), 64), ((20, 8, 8, 3), 192), ((20, 28, 28), 256), ((20, 5), 5), ((20, 300), 256)],
 )
-def test_automatic_latent_size_stays_below_the_data_size(rng, shape, expected):
+def test_automatic_latent_size_never_exceeds_the_data_size(rng, shape, expected):
     # The paper's premise is d' << d: its 256 for (F-)MNIST and CIFAR, never
-    # more latent dimensions than the data has.
+    # more latent dimensions than the data has features.
     detector = ADGANDetector(epochs=1, n_seeds=2, search="latent", device="cpu", random_state=0)
     detector.fit(rng.uniform(size=shape))
     assert detector.latent_dim_ == expected == detector.latent_seeds_.shape[1]
-    assert detector.set_params(latent_dim=7).fit(rng.uniform(size=shape)).latent_dim_ == 7
+    detector.set_params(latent_dim=7).fit(rng.uniform(size=shape))
+    assert detector.latent_dim_ == 7 == detector.latent_seeds_.shape[1]
+
+
+def test_default_training_length_counts_critic_steps(monkeypatch, rng):
+    # epochs=None: 100 epochs or _MIN_CRITIC_STEPS critic steps, whichever is more.
+    images = rng.uniform(size=(40, 8, 8))
+    quick = dict(latent_dim=4, n_seeds=2, search="latent", batch_size=16, validation_fraction=0, device="cpu")
+    monkeypatch.setattr("skgeoad.adgan._MIN_CRITIC_STEPS", 360)
+    assert ADGANDetector(**quick).fit(images).epochs_ == 120  # 3 batches a pass
+    monkeypatch.setattr("skgeoad.adgan._MIN_CRITIC_STEPS", 30)
+    assert ADGANDetector(**quick).fit(images).epochs_ == 100
+
+
+def test_a_fit_from_before_the_automatic_latent_size_gets_it_back(tmp_path, zeros_detector):
+    import skgeoad
+
+    older = copy.deepcopy(zeros_detector)
+    del older.latent_dim_
+    assert joblib.load(_dumped(tmp_path / "old.joblib", older)).latent_dim_ == 32
+    skgeoad.save(older, tmp_path / "old.skgeoad")
+    assert skgeoad.load(tmp_path / "old.skgeoad").latent_dim_ == 32
+
+
+def _dumped(path, obj):
+    joblib.dump(obj, path)
+    return path
 
 
 @pytest.mark.parametrize("search", ["latent", "joint"])

@@ -58,10 +58,12 @@ DETECTORS = {
 }
 
 #: Other architectures: tabular rows (affine maps, MLPs in float64, ADGAN's MLP
-#: critic), a single sub-cluster (no network), a Wide ResNet, a conv autoencoder.
+#: critic; the automatic latent size), a single sub-cluster (no network), a Wide ResNet,
+#: a conv autoencoder.
 VARIANTS = {
     "geometric-tabular": ("geometric", dict(image_shape="tabular", n_affine_transforms=4, affine_dim=4)),
     "adgan-tabular": ("adgan", dict(image_shape="tabular", hidden_layer_sizes=(8,))),
+    "adgan-auto-latent": ("adgan", dict(latent_dim="auto")),
     "subcluster-one-cluster": ("subcluster", dict(n_clusters=1)),
     "subcluster-wrn": ("subcluster", dict(network="wrn", depth=4, widen_factor=1, epochs=1)),
     "icae-conv": ("icae", dict(network="conv", epochs=10)),
