@@ -116,7 +116,7 @@ class ADGANDetector(BaseDeepDetector):
     critic_ : torch.nn.Module
     latent_dim_ : int
         The latent size used (``latent_dim`` with ``"auto"`` resolved).
-    latent_seeds_ : torch.Tensor of shape (n_seeds, latent_dim_)
+    latent_seeds_ : torch.Tensor of shape (n_seeds, latent size)
         The search's starting points, shared by all samples.
     epochs_ : int
         Epochs trained.
