@@ -8,6 +8,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call, grad_and_value, vmap
 
+from ._scoring import scores_to_numpy
 from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
@@ -397,7 +398,7 @@ class ADGANDetector(BaseDeepDetector):
             first = start // n_seeds
             samples = targets[first : (stop - 1) // n_seeds + 1]
             losses[pairs] = search(samples[pairs // n_seeds - first], self.latent_seeds_[pairs % n_seeds])
-        return -losses.view(len(X), n_seeds).mean(1).cpu().numpy().astype(np.float64)
+        return scores_to_numpy([-losses.view(len(X), n_seeds).mean(1)])
 
     def _latent_search(self, targets, z):
         """Adam on the latent vectors only; one shared generator (in eval mode).
