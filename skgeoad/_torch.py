@@ -32,11 +32,12 @@ mantissa, 8 times bf16's resolution), which torch's
 
 import contextlib
 import math
-import warnings
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ._warnings import warn
 
 
 #: Device types that hold no data to compute with: torch accepts them, but a
@@ -84,11 +85,9 @@ def fallback_device(saved_device: torch.device) -> torch.device:
     """The device an unpickled model lives on: where it was fitted if possible, else the CPU."""
     if device_available(saved_device):
         return saved_device
-    warnings.warn(
+    warn(
         f"This model was fitted on {saved_device}, which is not available here; "
         "it was loaded on the CPU instead.",
-        UserWarning,
-        stacklevel=3,
     )
     return torch.device("cpu")
 

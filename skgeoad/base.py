@@ -33,7 +33,6 @@ quantile of the training scores, as in scikit-learn's outlier detectors:
 import copy
 import inspect
 import math
-import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
 
@@ -52,6 +51,7 @@ from ._torch import (
     seed_generators,
     use_mixed_precision,
 )
+from ._warnings import warn
 
 #: Smallest side of a square image inferred from ``n_features`` alone; fewer
 #: features (4, 9, 16, ...) are read as tabular data.
@@ -178,7 +178,26 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         self : object
             Fitted estimator.
+
+        Notes
+        -----
+        A fit that raises, or is interrupted (``KeyboardInterrupt``), leaves
+        the detector as it was: a fitted detector keeps its earlier model,
+        whole, rather than a mix of the old model and the new data's
+        attributes.
         """
+        earlier = dict(vars(self))
+        try:
+            return self._fit(X, **fit_params)
+        except BaseException:
+            # Attributes are set as the fit goes (n_features_in_ first, the
+            # network last): a failure half-way would pair the earlier network
+            # with the new data's shape, and score nonsense or fail obscurely.
+            vars(self).clear()
+            vars(self).update(earlier)
+            raise
+
+    def _fit(self, X, **fit_params):
         X = self._validate_input(X, reset=True)
         self.device_ = resolve_device(self.device)
         self.mixed_precision_ = use_mixed_precision(self.mixed_precision, self.device_)
@@ -234,13 +253,11 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 "to train on; pass more samples or validation_fraction=0."
             )
         if self.contamination * (n_held_out + 1) < 1:
-            warnings.warn(
+            warn(
                 f"Only {n_held_out} samples are held out to set the threshold: it is their lowest score, "
                 f"and flags about {1 / (n_held_out + 1):.0%} of new normal data rather than "
                 f"contamination={self.contamination}. Raise validation_fraction, pass more samples, "
                 "or set validation_fraction=0 (threshold from the training scores).",
-                UserWarning,
-                stacklevel=4,
             )
         order = rng.permutation(n_samples)
         if labels is None or len(np.unique(labels)) < 2:

@@ -1,7 +1,6 @@
 """Unsupervised detection on contaminated data: iterative clustering + autoencoder."""
 
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -38,6 +37,7 @@ from .geometric import (
 )
 from .networks import ConvAutoencoder, MLPAutoencoder, WideResNet
 from .transforms import TRANSFORMATION_SETS
+from ._warnings import warn
 
 #: Largest dimension the k-means / GMM initialisations cluster in; wider
 #: inputs are projected on their leading principal components first.
@@ -564,13 +564,11 @@ class IterativeClusterAEDetector(BaseDeepDetector):
             labels = fit_predict_clusters(space, method, min(self.n_init_clusters, len(space)), seed)
         selected = select_low_variance_clusters(space, labels, self.initial_rejection)
         if selected.sum() < 2:
-            warnings.warn(
+            warn(
                 f"The {method!r} initialisation found no cluster to select (distribution clustering "
                 f"assigned {int((labels >= 0).sum())} of {len(labels)} samples); training starts from "
                 "all samples. Raise distribution_threshold or max_pair_distance, lower "
                 "min_cluster_size, or use init='kmeans'.",
-                UserWarning,
-                stacklevel=4,
             )
             selected = np.ones(len(labels), dtype=bool)
         return labels, selected

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import secrets
-import warnings
 import zipfile
 
 import numpy as np
@@ -43,6 +42,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
+
+from ._warnings import warn
 
 #: Name written in (and required of) every manifest.
 FORMAT_NAME = "skgeoad-model"
@@ -660,11 +661,10 @@ def _warn_on_versions(saved):
               for name in ("skgeoad", "torch", "scikit-learn")
               if release(saved.get(name)) != release(here[name])]  # fmt: skip
     if differ:
-        warnings.warn(
+        warn(
             "This model was saved with " + ", ".join(differ) + "; it loads, but scores may differ "
             "slightly where those versions compute differently.",
             SavedVersionWarning,
-            stacklevel=3,
         )
 
 

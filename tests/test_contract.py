@@ -6,6 +6,7 @@ CUDA-fitted models loaded in a process without CUDA, thresholds on new data,
 and the errors that replace silent NaN.
 """
 
+import copy
 import os
 import pickle
 import subprocess
@@ -15,6 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -348,15 +350,52 @@ def test_a_diverging_optimiser_stops_fit_naming_the_epoch(name, normal_digits):
         make(name, learning_rate=1e12, epochs=5).fit(normal_digits[0])
 
 
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("failure", ["diverging", "interrupted"])
+def test_a_failed_refit_leaves_the_earlier_fit_whole(name, failure, fitted, normal_digits, monkeypatch):
+    detector = copy.deepcopy(fitted[name, False])
+    X_train, X_test, _ = normal_digits
+    expected = detector.score_samples(X_test)
+    if failure == "diverging":
+        # Fails in training, after the new network and the data's attributes were set.
+        detector.set_params(learning_rate=1e12, epochs=5)
+        error, X_new = FloatingPointError, X_train[::-1]
+    else:
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(detector, "_fit_tensor", interrupt)
+        # After the new data's shape (6x6 images) was recorded, before any training.
+        error, X_new = KeyboardInterrupt, X_train.reshape(-1, 8, 8)[:, 1:7, 1:7].reshape(-1, 36)
+    before = dict(vars(detector))
+    with pytest.raises(error):
+        detector.fit(X_new)
+    assert vars(detector).keys() == before.keys()
+    assert all(vars(detector)[key] is value for key, value in before.items())
+    assert detector.n_features_in_ == 64
+    np.testing.assert_array_equal(detector.score_samples(X_test), expected)
+
+
+def test_a_failed_first_fit_leaves_the_detector_unfitted(normal_digits):
+    detector = make("icae", learning_rate=1e12, epochs=5)
+    with pytest.raises(FloatingPointError):
+        detector.fit(normal_digits[0])
+    assert [key for key in vars(detector) if key.endswith("_")] == []
+    with pytest.raises(NotFittedError):
+        detector.score_samples(normal_digits[1])
+
+
 def test_single_sub_cluster_labels_every_training_sample(normal_digits):
     X_train = normal_digits[0]
     detector = SubClusterDetector(n_clusters=1, device="cpu", random_state=0).fit(X_train)
     assert detector.cluster_labels_.shape == (len(X_train),) and (detector.cluster_labels_ == 0).all()
 
 
-def test_too_few_held_out_samples_for_the_contamination_warns(normal_digits):
-    with pytest.warns(UserWarning, match="Only 2 samples are held out"):
-        make("icae", epochs=2, validation_fraction=0.1).fit(normal_digits[0][:20])
+@pytest.mark.parametrize("name", ["icae", "subcluster", "geometric"])
+def test_too_few_held_out_samples_for_the_contamination_warns_at_the_callers_line(name, normal_digits):
+    # SubCluster's and ICAE's own fit add a frame that GEOM's (the base class's) lacks.
+    with pytest.warns(UserWarning, match="Only 2 samples are held out") as caught:
+        make(name, epochs=2, validation_fraction=0.1).fit(normal_digits[0][:20])
+    assert [warning.filename for warning in caught] == [__file__]
 
 
 def test_held_out_share_is_stratified_by_cluster_labels(digits):

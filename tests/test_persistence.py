@@ -490,8 +490,9 @@ def test_other_versions_warn_but_load(model_path, data):
     def older(manifest):
         manifest["versions"].update({"skgeoad": "0.0.1", "torch": "2.0.0"})
 
-    with pytest.warns(SavedVersionWarning, match="skgeoad 0.0.1 .*torch 2.0.0"):
+    with pytest.warns(SavedVersionWarning, match="skgeoad 0.0.1 .*torch 2.0.0") as caught:
         detector = load(rewrite(model_path, older))
+    assert [warning.filename for warning in caught] == [__file__]  # the caller's line
     assert detector.score_samples(data[1]).shape == (len(data[1]),)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
