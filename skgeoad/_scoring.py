@@ -36,13 +36,14 @@ def transformation_normality(log_p, rule, alpha_minus_one):
     return weighted.sum((1, 2)) / n_transforms
 
 
-def combined_normality(knn, simplified, moments):
-    """GEOM's ``"combined"`` rule: the mean of the ``"knn"`` and ``"simplified"`` scores,
-    each standardised by the held-out normal samples' mean and standard deviation
-    (``moments``, float64, rows ``(mean, std)`` for the two rules in that order)."""
-    knn = (knn.to(moments.dtype) - moments[0, 0]) / moments[0, 1]
-    simplified = (simplified.to(moments.dtype) - moments[1, 0]) / moments[1, 1]
-    return (knn + simplified) / 2
+def combined_normality(first, second, moments):
+    """A ``"combined"`` rule: the mean of two scores, each standardised by the held-out
+    normal samples' mean and standard deviation (``moments``, float64, rows ``(mean, std)``
+    for the two scores in that order). GEOM's averages its ``"knn"`` and ``"simplified"``
+    scores, ADGAN's its ``"reconstruction"`` and ``"critic"`` scores."""
+    first = (first.to(moments.dtype) - moments[0, 0]) / moments[0, 1]
+    second = (second.to(moments.dtype) - moments[1, 0]) / moments[1, 1]
+    return (first + second) / 2
 
 
 def softmax_normality(logits, rule):
@@ -356,8 +357,10 @@ class OdinScore(nn.Module):
 
 
 class LatentSearchScore(nn.Module):
-    """ADGAN's score with ``search="latent"``: minus the mean squared error left after
-    ``n_search_steps`` Adam steps on each of the ``latent_seeds``, the generator fixed.
+    """ADGAN's scores with ``search="latent"``. ``"reconstruction"``: minus the mean
+    squared error left after ``n_search_steps`` Adam steps on each of the
+    ``latent_seeds``, the generator fixed; ``"critic"``: the critic's output;
+    ``"combined"``: the two standardised by ``moments`` and averaged.
 
     The steps' gradients are taken with ``torch.autograd`` in ``forward``, as the detector
     takes them; :func:`skgeoad.export.export_onnx` traces them into plain operators.
@@ -376,11 +379,21 @@ class LatentSearchScore(nn.Module):
     latent_lr : float
     betas : tuple of float
         Adam's betas.
+    rule : {"reconstruction", "critic", "combined"}, default="reconstruction"
+    critic : nn.Module, optional
+        The trained critic (rules ``"critic"`` and ``"combined"``).
+    moments : torch.Tensor of shape (2, 2), optional
+        ``score_moments_`` (rule ``"combined"``).
     """
 
-    def __init__(self, scaling, generator, latent_seeds, image_shape, side, n_search_steps, latent_lr, betas):
+    def __init__(
+        self, scaling, generator, latent_seeds, image_shape, side, n_search_steps, latent_lr, betas,
+        rule="reconstruction", critic=None, moments=None,
+    ):  # fmt: skip
         super().__init__()
-        self.scaling, self.generator = scaling, generator
+        self.scaling, self.generator, self.critic, self.rule = scaling, generator, critic, rule
+        if moments is not None:
+            self.register_buffer("moments", moments)
         self.register_buffer("latent_seeds", latent_seeds)
         self.image_shape, self.side = image_shape, side
         self.n_search_steps, self.latent_lr, self.betas = int(n_search_steps), float(latent_lr), tuple(betas)
@@ -399,8 +412,17 @@ class LatentSearchScore(nn.Module):
         return nn.functional.pad(images, padding, value=-1.0)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
+        targets = self._targets(self.scaling(X.clone()))
+        if self.rule == "critic":
+            return self.critic(targets)
+        reconstruction = self._reconstruction(targets)
+        if self.rule == "reconstruction":
+            return reconstruction
+        return combined_normality(reconstruction, self.critic(targets), self.moments)
+
+    def _reconstruction(self, targets):
         with torch.inference_mode(False), torch.enable_grad():
-            targets = self._targets(self.scaling(X.clone()))
+            targets = targets.clone()
             n_seeds = self.latent_seeds.shape[0]
             # Row i * n_seeds + j searches from seed j towards sample i, as the detector pairs them.
             targets = targets.repeat_interleave(n_seeds, 0)

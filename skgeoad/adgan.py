@@ -8,7 +8,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call, grad_and_value, vmap
 
-from ._scoring import scores_to_numpy
+from ._scoring import combined_normality, scores_to_numpy
 from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
@@ -27,6 +27,9 @@ _SEARCH_BETAS = (0.5, 0.999)
 #: seeds), see the ``epochs`` parameter.
 _MIN_CRITIC_STEPS = 6000
 
+#: The scoring rules (``score_type``); ``"combined"`` averages the other two.
+SCORE_TYPES = ("combined", "reconstruction", "critic")
+
 #: The paper's latent size, which ``latent_dim="auto"`` keeps for data of 256
 #: features and more.
 _PAPER_LATENT_DIM = 256
@@ -39,11 +42,28 @@ class ADGANDetector(BaseDeepDetector):
     normal when the generator can reproduce it: from ``n_seeds`` starting
     points of the latent space, ``n_search_steps`` Adam steps move each latent
     vector, and a private copy of the generator's weights, towards the sample.
-    The score is minus the mean final reconstruction error; samples the
-    generator cannot reach are anomalies.
+    The paper's score is minus the mean final reconstruction error: samples the
+    generator cannot reach are anomalies. By default the critic's verdict on
+    the sample is added to it (``score_type``).
 
     Parameters
     ----------
+    score_type : {"combined", "reconstruction", "critic"}, default="combined"
+        ``"reconstruction"``: the paper's score, minus the mean final
+        reconstruction error of the search. ``"critic"``: the trained critic's
+        output for the sample, high where it looks like the training data
+        (one pass, no search). ``"combined"`` (beyond the paper, in the spirit
+        of AnoGAN's residual + discrimination score, Schlegl et al. 2017): the
+        mean of the two, each standardised by the mean and standard deviation
+        of its scores on the held-out samples (``score_moments_``). The two
+        fail differently: the search reaches an anomaly that lies inside the
+        generator's range (the upright stroke of a 1 is the middle of an 8),
+        which the critic still tells apart. On digits 0-4 (the default
+        training, 8 search seeds, one seed) the mean AUROC was 99.4 with
+        ``"reconstruction"`` and 99.8 with ``"combined"``; see the benchmarks
+        page for all ten digits. The rule is read at scoring time:
+        ``set_params(score_type=...)`` rescores a fitted detector without
+        refitting, with that rule's offset from ``offsets_``.
     latent_dim : int or "auto", default="auto"
         Dimension of the latent space (the paper's ``d'``). ``"auto"``: the
         paper's 256, or the number of features (pixels times channels) when
@@ -127,7 +147,16 @@ class ADGANDetector(BaseDeepDetector):
         ``validation_wasserstein``: the critic's estimate between the held-out
         samples and images from ``latent_seeds_``; far below ``wasserstein``,
         the critic has learned the training samples themselves.
+    score_moments_ : ndarray of shape (2, 2)
+        Mean and standard deviation of the ``"reconstruction"`` and
+        ``"critic"`` scores (rows, in that order) of the held-out samples (of
+        the training samples with ``validation_fraction=0``), which the
+        ``"combined"`` rule standardises them with.
+    offsets_ : dict
+        ``offset_`` of each ``score_type``: the ``contamination`` quantile of
+        the held-out samples' scores.
     offset_ : float
+        Offset of the ``score_type`` the detector was fitted with.
     validation_indices_, image_shape_, device_, n_features_in_
         As in :class:`GeometricTransformDetector`.
 
@@ -143,7 +172,7 @@ class ADGANDetector(BaseDeepDetector):
     the reconstruction error covers the padded square. Tabular rows use MLPs.
 
     Scoring is the expensive part: ``n_seeds * (n_search_steps + 1)``
-    generator passes per sample, and with ``search="joint"`` as many private
+    generator passes per sample (``"critic"`` alone needs one critic pass), and with ``search="joint"`` as many private
     copies of the generator's weights. All (sample, seed) searches of a chunk
     run at once, vectorised with ``torch.func.vmap`` over the weight copies.
 
@@ -152,6 +181,9 @@ class ADGANDetector(BaseDeepDetector):
     .. [1] L. Deecke, R. Vandermeulen, L. Ruff, S. Mandt and M. Kloft, "Image
        Anomaly Detection with Generative Adversarial Networks", ECML-PKDD 2018.
     .. [2] I. Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017.
+    .. [3] T. Schlegl, P. Seeböck, S. M. Waldstein, U. Schmidt-Erfurth and G. Langs,
+       "Unsupervised Anomaly Detection with Generative Adversarial Networks to Guide
+       Marker Discovery", IPMI 2017.
 
     Examples
     --------
@@ -167,6 +199,7 @@ class ADGANDetector(BaseDeepDetector):
 
     _parameter_constraints = {
         **BaseDeepDetector._parameter_constraints,
+        "score_type": [StrOptions(set(SCORE_TYPES))],
         "latent_dim": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "gan": [StrOptions({"wgan-gp", "wgan"})],
         "n_critic": [Interval(Integral, 1, None, closed="left")],
@@ -184,6 +217,7 @@ class ADGANDetector(BaseDeepDetector):
     def __init__(
         self,
         *,
+        score_type="combined",
         latent_dim="auto",
         gan="wgan-gp",
         n_critic=2,
@@ -207,6 +241,7 @@ class ADGANDetector(BaseDeepDetector):
         verbose=0,
         random_state=None,
     ):
+        self.score_type = score_type
         self.latent_dim = latent_dim
         self.gan = gan
         self.n_critic = n_critic
@@ -234,6 +269,11 @@ class ADGANDetector(BaseDeepDetector):
         # Fits from before latent_dim="auto" did not record the size they used.
         if "latent_seeds_" in vars(self) and "latent_dim_" not in vars(self):
             self.latent_dim_ = self.latent_seeds_.shape[1]
+        # Fits from before score_type had the reconstruction rule only, and its offset;
+        # the other rules need held-out scores they never kept.
+        if not {"offsets_", "score_moments_"} & vars(self).keys() and "offset_" in vars(self):
+            self.offsets_ = {"reconstruction": self.offset_}
+            self.score_type = "reconstruction"
 
     # -- data layout -------------------------------------------------------
 
@@ -351,7 +391,15 @@ class ADGANDetector(BaseDeepDetector):
             self.history_.append(record)
         self.generator_.eval()
         self.critic_.eval()
-        return self._calibration_scores(X, rng) if X_val is None else None
+        # The thresholds and the combined rule's standardisation come from the same scores:
+        # at most max_offset_samples of the held-out samples (the training samples without).
+        calibration = X if X_val is None else X_val
+        if len(calibration) > self.max_offset_samples:
+            kept = rng.choice(len(calibration), self.max_offset_samples, replace=False)
+            calibration = calibration.subset(np.sort(kept))
+        scores = self._rule_scores(calibration)
+        self.score_moments_ = np.array([[np.mean(values), max(np.std(values), 1e-12)] for values in scores.values()])
+        return self._with_combined(scores)
 
     @torch.no_grad()
     def _validation_wasserstein(self, X_val):
@@ -369,15 +417,50 @@ class ADGANDetector(BaseDeepDetector):
         return float(real / len(X_val) - fake)
 
     def _calibration_scores(self, X, rng):
-        """Scores of at most ``max_offset_samples`` of ``X`` (a random subset): scoring
-        costs as much per sample as at test time."""
-        if len(X) > self.max_offset_samples:
-            X = X.subset(np.sort(rng.choice(len(X), self.max_offset_samples, replace=False)))
-        return self._score_tensor(X)
+        """Every rule's scores of ``X``, one search for all three."""
+        return self._with_combined(self._rule_scores(X))
 
     # -- scoring -----------------------------------------------------------
 
-    def _score_tensor(self, X, rule=None):
+    _score_rules = SCORE_TYPES
+
+    def _score_tensor(self, X, rule):
+        if rule == "reconstruction":
+            return self._reconstruction_scores(X)
+        if rule == "critic":
+            return self._critic_scores(X)
+        return self._with_combined(self._rule_scores(X))["combined"]
+
+    def _rule_scores(self, X):
+        """``{"reconstruction": ..., "critic": ...}`` scores of ``X``, the rules ``"combined"`` averages."""
+        return {"reconstruction": self._reconstruction_scores(X), "critic": self._critic_scores(X)}
+
+    def _with_combined(self, scores):
+        """``scores`` with the ``"combined"`` rule's added, standardised by ``score_moments_``."""
+        first, second = (torch.as_tensor(values) for values in scores.values())
+        moments = torch.as_tensor(self._score_moments())
+        return {**scores, "combined": combined_normality(first, second, moments).numpy()}
+
+    def _score_moments(self):
+        """``score_moments_``, which detectors fitted before ``score_type`` existed lack."""
+        if "score_moments_" not in vars(self):
+            raise ValueError(
+                "score_type='combined' needs the held-out score moments that detectors fitted by "
+                "this version of skgeoad keep; this one was fitted by an earlier version: refit it, "
+                "or use score_type='reconstruction'."
+            )
+        return self.score_moments_
+
+    @torch.no_grad()
+    def _critic_scores(self, X):
+        """The critic's output per sample: one pass, in full precision (a cheap pass, and the
+        held-out standardisation reads differences below bf16's resolution)."""
+        with full_precision(self.device_):
+            chunks = X.map(self._gan_input).chunks(4 * self.batch_size)
+            return scores_to_numpy([self.critic_(chunk.to(self._dtype)).to(self._dtype) for chunk in chunks])
+
+    def _reconstruction_scores(self, X):
+        """The paper's score: minus the mean final reconstruction error over the seeds."""
         targets = X.map(self._gan_input)
         n_seeds = self.n_seeds
         n_pairs = len(X) * n_seeds

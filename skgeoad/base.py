@@ -341,7 +341,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """The threshold ``decision_function`` subtracts: the offset of the
         rule in force when the detector keeps one per rule."""
         if self._score_rules:
-            return self.offsets_[self._score_rule()]
+            rule = self._score_rule()
+            if rule not in self.offsets_:
+                raise ValueError(
+                    f"score_type={rule!r} has no offset in this detector, fitted by an earlier version "
+                    f"of skgeoad before the rule existed (its rules: {sorted(self.offsets_)}): refit it."
+                )
+            return self.offsets_[rule]
         return self.offset_
 
     def _check_finite_scores(self, scores, what, rule):

@@ -469,13 +469,15 @@ def _subcluster(detector):
 
 
 def _adgan(detector):
-    if detector.search == "joint":
+    rule = detector._score_rule()
+    if detector.search == "joint" and rule != "critic":
         raise ValueError(
             "ADGANDetector(search='joint') cannot be exported to ONNX: each sample and seed searches "
             "with its own copy of the generator's weights (vmapped weight gradients and a fused Adam "
             f"over {detector.n_seeds} copies per sample), which torch's exporter cannot translate. "
             "Fit with search='latent' (the generator fixed, Adam on the latent vectors only: that "
-            "search exports), or serve the joint search from Python (skgeoad.save / joblib)."
+            "search exports), score with score_type='critic' (no search), or serve the joint search "
+            "from Python (skgeoad.save / joblib)."
         )
     dtype = _compute_dtype(detector)
     images = detector.image_shape_ is not None
@@ -488,6 +490,9 @@ def _adgan(detector):
         detector.n_search_steps,
         detector.latent_lr,
         _SEARCH_BETAS,
+        rule,
+        _cpu_copy(detector.critic_).to(dtype).requires_grad_(False) if rule != "reconstruction" else None,
+        _cpu_tensor(detector._score_moments()) if rule == "combined" else None,
     )
 
 

@@ -106,8 +106,10 @@ def _required_fitted(cls, detector=None):
         "GeometricTransformDetector": ("network_", "transformations_", "n_transforms_", "_alpha_minus_one"),
         "SubClusterDetector": ("network_", "train_features_", "embedding_", "clusters_"),
         "IterativeClusterAEDetector": ("network_",),
-        "ADGANDetector": ("generator_", "latent_seeds_"),
+        "ADGANDetector": ("generator_", "critic_", "latent_seeds_"),
     }[cls.__name__]
+    if cls.__name__ == "ADGANDetector" and (detector is None or "combined" in getattr(detector, "offsets_", ())):
+        own += ("score_moments_",)  # fits from before score_type had no "combined" rule, nor these
     if detector is not None and cls.__name__ == "IterativeClusterAEDetector" and detector._geometric:
         own += ("transformations_", "n_transforms_", "train_features_")
     # An instance's: IterativeClusterAEDetector's rules depend on its model.
@@ -569,10 +571,11 @@ def load(path, device=None):
             raise ModelFileError(f"{_name(path)}: its device_ is not a torch device: {fitted.get('device_')!r}.")
         target = fallback_device(saved_device) if device is None else resolve_device(device)
         detector = _rebuild(cls, manifest, _Reader(archive, target))
+    # Before the check: what an earlier version's file lacks may be derived from what it has.
+    detector._complete_older_fit()
     missing = [name for name in _required_fitted(cls, detector) if name not in vars(detector)]
     if missing:
         raise ModelFileError(f"The file lacks fitted attributes {cls.__name__} needs to score: {missing}.")
-    detector._complete_older_fit()
     detector._place_on(target)  # the arrays were read onto it; this sets device_ and autocast
     try:
         check_is_fitted(detector)

@@ -107,8 +107,11 @@ CASES = [
     ("subcluster_tabular", {"score_type": "msp"}),
     ("subcluster_tabular", {"score_type": "knn"}),
     ("subcluster_tabular", {"score_type": "odin"}),
-    ("adgan", {"search": "latent"}),
-    ("adgan_tabular", {"search": "latent"}),
+    ("adgan", {"search": "latent", "score_type": "combined"}),
+    ("adgan", {"search": "latent", "score_type": "reconstruction"}),
+    ("adgan", {"search": "latent", "score_type": "critic"}),
+    ("adgan", {"search": "joint", "score_type": "critic"}),  # no search to export
+    ("adgan_tabular", {"search": "latent", "score_type": "combined"}),
 ]
 
 
@@ -277,7 +280,7 @@ def test_adgan_joint_search_is_refused_with_the_reason_and_the_alternative(rows,
     detector = ADGANDetector(latent_dim=4, epochs=1, n_seeds=2, n_search_steps=1, device="cpu", random_state=0)
     detector.fit(X[y == 0][:30])
     assert detector.search == "joint"  # the default
-    with pytest.raises(ValueError, match="search='joint'.*own copy of the generator.*search='latent'"):
+    with pytest.raises(ValueError, match="search='joint'.*own copy of the generator.*search='latent'.*'critic'"):
         export_onnx(detector, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
 

@@ -33,7 +33,7 @@ from skgeoad.persistence import FORMAT_VERSION, ModelFileError, SavedVersionWarn
 DATA = Path(__file__).parent / "data"
 
 #: Quick settings per detector, and the scoring settings to switch between after
-#: fit: the default first, then other rules (ADGAN's other "rule" is its search).
+#: fit: the default first, then other rules (ADGAN's, and its other search).
 DETECTORS = {
     "geometric": (
         GeometricTransformDetector,
@@ -53,7 +53,7 @@ DETECTORS = {
     "adgan": (
         ADGANDetector,
         dict(latent_dim=8, epochs=3, n_seeds=2, n_search_steps=2),
-        [{"search": "joint"}, {"search": "latent"}],
+        [{"search": "joint"}, {"search": "latent"}, {"score_type": "reconstruction"}, {"score_type": "critic"}],
     ),
 }
 
