@@ -68,7 +68,7 @@ RULES = {
     "subcluster": ("msp", "odin", "kl", "knn"),
     "icae": ("cosine", "mse"),
     "icae-geometric": ("knn",),
-    "adgan": ("combined", "reconstruction", "critic"),
+    "adgan": ("reconstruction", "critic", "combined"),
 }
 
 # Parameters --tiny changes from the defaults (only to make the CPU run short).

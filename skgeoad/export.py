@@ -22,15 +22,19 @@ What exports, and what does not
   trace ``torch.autograd.grad``, so the score is first traced with ``make_fx``
   into the operators of the backward pass (the input gradient of a
   convolution is a transposed convolution), which the exporter translates.
-* :class:`~skgeoad.ADGANDetector` with ``search="latent"``: the score is an
-  optimisation, ``n_search_steps`` Adam steps on each of the ``n_seeds``
-  latent vectors per sample with the generator fixed; the graph unrolls them
-  (the same tracing of the gradients as ODIN, Adam's update as torch
-  computes it), one row per (sample, seed) search.
-* Not :class:`~skgeoad.ADGANDetector` with ``search="joint"`` (the default):
-  each (sample, seed) search also moves its own copy of the generator's
-  weights (vmapped weight gradients, a fused Adam over the copies), which
-  the exporter cannot translate. Fit with ``search="latent"`` to export.
+* :class:`~skgeoad.ADGANDetector` with ``search="latent"``, every
+  ``score_type``: the reconstruction score is an optimisation,
+  ``n_search_steps`` Adam steps on each of the ``n_seeds`` latent vectors
+  per sample with the generator fixed; the graph unrolls them (the same
+  tracing of the gradients as ODIN, Adam's update as torch computes it), one
+  row per (sample, seed) search, and adds the critic for ``"critic"`` and
+  ``"combined"``.
+* Not :class:`~skgeoad.ADGANDetector` with ``search="joint"`` (the default)
+  and a rule that searches (``"combined"``, ``"reconstruction"``): each
+  (sample, seed) search also moves its own copy of the generator's weights
+  (vmapped weight gradients, a fused Adam over the copies), which the
+  exporter cannot translate. Fit with ``search="latent"`` to export, or
+  export ``score_type="critic"``, which needs no search.
 
 The exporter
 ------------
@@ -101,7 +105,7 @@ def scoring_module(detector):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For ``ADGANDetector(search="joint")``, saying why.
+        For ``ADGANDetector(search="joint")`` with a rule that searches, saying why.
     TypeError
         For anything that is not a skgeoad detector.
 
@@ -189,7 +193,7 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     sklearn.exceptions.NotFittedError
         When the detector is not fitted.
     ValueError
-        For ``ADGANDetector(search="joint")``, saying why.
+        For ``ADGANDetector(search="joint")`` with a rule that searches, saying why.
 
     Examples
     --------

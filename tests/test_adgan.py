@@ -38,9 +38,10 @@ def test_quality_on_digits(digits):
     # "reconstruction" 0.976 / 0.984 / 0.982 (earlier defaults, latent 256
     # and 2,000 steps: 0.943 with the joint search and 8 seeds).
     X_train, y_train, X_test, y_test = digits
-    detector = ADGANDetector(epochs=1000, batch_size=32, n_seeds=8, search="latent", device="cpu", random_state=0)
-    detector.fit(X_train[y_train == 3])
-    assert detector.latent_dim_ == 64 and detector.score_type == "combined"
+    detector = ADGANDetector(
+        score_type="combined", epochs=1000, batch_size=32, n_seeds=8, search="latent", device="cpu", random_state=0
+    ).fit(X_train[y_train == 3])
+    assert detector.latent_dim_ == 64
     assert roc_auc_score(y_test == 3, detector.score_samples(X_test)) > 0.97
     detector.set_params(score_type="reconstruction")
     assert roc_auc_score(y_test == 3, detector.score_samples(X_test)) > 0.95

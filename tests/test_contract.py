@@ -48,7 +48,7 @@ DETECTORS = {
     "adgan": (
         ADGANDetector,
         dict(latent_dim=16, epochs=30, n_seeds=2, n_search_steps=2),
-        ("combined", "reconstruction", "critic"),
+        ("reconstruction", "critic", "combined"),
     ),
 }
 

@@ -40,8 +40,9 @@ def _expected_failed_checks(estimator):
         SubClusterDetector(n_clusters=3, **QUICK),
         SubClusterDetector(n_clusters=3, score_type="knn", **QUICK),
         ADGANDetector(latent_dim=4, n_seeds=3, n_search_steps=2, batch_size=16, **QUICK),
-        # The default latent_dim="auto": the latent size follows each fit's number of features.
-        ADGANDetector(n_seeds=3, n_search_steps=2, batch_size=16, **QUICK),
+        # The default latent_dim="auto" (the latent size follows each fit's number of
+        # features), and the combined rule (its held-out moments).
+        ADGANDetector(score_type="combined", n_seeds=3, n_search_steps=2, batch_size=16, **QUICK),
         # Re-selects after each epoch: the mixture and the rounds run too.
         IterativeClusterAEDetector(
             hidden_layer_sizes=(16, 4), epochs=3, reselect_every=1, n_components=4, validation_fraction=0,

@@ -53,7 +53,7 @@ DETECTORS = {
     "adgan": (
         ADGANDetector,
         dict(latent_dim=8, epochs=3, n_seeds=2, n_search_steps=2),
-        [{"search": "joint"}, {"search": "latent"}, {"score_type": "reconstruction"}, {"score_type": "critic"}],
+        [{"search": "joint"}, {"search": "latent"}, {"score_type": "critic"}, {"score_type": "combined"}],
     ),
 }
 
