@@ -33,7 +33,7 @@ DETECTORS = {
     "subcluster": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "subcluster-labels": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, ("cosine", "mse")),
-    "adgan": (ADGANDetector, (None,)),
+    "adgan": (ADGANDetector, ("reconstruction", "critic", "combined")),
 }
 
 
