@@ -433,7 +433,7 @@ def part1(check, data):
             for text in fit_step["warnings"]:
                 step_warnings.setdefault(text, []).append(label)
             # score_type="auto" is one of the rules by another name: score it once.
-            resolved = detector._score_rule()  # None for a detector with one rule (ADGAN)
+            resolved = detector._score_rule()
             for rule in (default_rule, *[r for r in RULES[name] if r not in (default_rule, resolved)]):
                 with check.step(f"{label} score_type={rule}", quiet_warnings=True) as score_step:
                     if rule != "-":

@@ -3,9 +3,11 @@
 import sys
 import warnings
 
-#: Packages whose frames a warning skips: skgeoad's own, and scikit-learn's
-#: (its ``_fit_context`` wrapper sits between every ``fit`` and its caller).
-_INTERNAL_PACKAGES = ("skgeoad", "sklearn")
+#: Packages whose frames a warning skips: skgeoad's own, scikit-learn's (its
+#: ``_fit_context`` wrapper sits between every ``fit`` and its caller, its
+#: model selection calls ``fit`` through joblib) and joblib's (``joblib.load``
+#: unpickles a detector; ``Parallel`` runs the fits of ``GridSearchCV``).
+_INTERNAL_PACKAGES = ("skgeoad", "sklearn", "joblib")
 
 
 def warn(message, category=UserWarning):
@@ -25,6 +27,20 @@ def warn(message, category=UserWarning):
     ('UserWarning', 'careful')
     """
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL_PACKAGES:
-        frame, level = frame.f_back, level + 1
+    while frame is not None and (_is_import_machinery(frame) or _is_internal(frame)):
+        frame = frame.f_back
+        # warnings.warn does not count the import machinery's frames (a warning
+        # raised while a module is imported): neither may this.
+        if frame is not None and not _is_import_machinery(frame):
+            level += 1
     warnings.warn(message, category, stacklevel=level + 1)
+
+
+def _is_internal(frame):
+    return frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL_PACKAGES
+
+
+def _is_import_machinery(frame):
+    # The test warnings.warn itself applies to skip such frames.
+    filename = frame.f_code.co_filename
+    return "importlib" in filename and "_bootstrap" in filename

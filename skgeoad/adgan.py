@@ -426,6 +426,8 @@ class ADGANDetector(BaseDeepDetector):
     _score_rules = SCORE_TYPES
 
     def _score_tensor(self, X, rule):
+        if rule == "combined":
+            self._score_moments()  # an older fit without them fails before the search
         if rule == "reconstruction":
             return self._reconstruction_scores(X)
         if rule == "critic":

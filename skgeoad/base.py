@@ -184,7 +184,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         A fit that raises, or is interrupted (``KeyboardInterrupt``), leaves
         the detector as it was: a fitted detector keeps its earlier model,
         whole, rather than a mix of the old model and the new data's
-        attributes.
+        attributes. The earlier model is therefore held until the new fit
+        ends: refitting a fitted detector needs memory (on its device) for
+        both; ``sklearn.base.clone`` it to fit afresh without that.
         """
         earlier = dict(vars(self))
         try:
@@ -331,7 +333,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
-        return self.score_samples(X) - self._offset()
+        offset = self._offset()  # first: a rule without one fails before the scoring's work
+        return self.score_samples(X) - offset
 
     def _score_rule(self):
         """The scoring rule in force (``None`` for a detector with one rule)."""

@@ -174,7 +174,8 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     ----------
     detector : GeometricTransformDetector, IterativeClusterAEDetector, SubClusterDetector or ADGANDetector
         A fitted detector, any score rule; :class:`~skgeoad.ADGANDetector`
-        with ``search="latent"`` only (see :mod:`skgeoad.export`).
+        with ``search="latent"``, or with ``score_type="critic"`` (see
+        :mod:`skgeoad.export`).
     path : str or os.PathLike
         Where to write the ``.onnx`` file (one file, weights included).
     opset_version : int, default=18

@@ -181,9 +181,11 @@ def test_round_trip(tmp_path, digits, zeros_detector):
 def test_rules_rescore_without_refitting_and_combined_is_their_standardised_mean(digits, zeros_detector):
     _, _, X_test, _ = digits
     X = X_test[:12]
-    scores = {rule: zeros_detector.set_params(score_type=rule).score_samples(X)
-              for rule in ("reconstruction", "critic", "combined")}  # fmt: skip
-    zeros_detector.set_params(score_type="reconstruction")
+    try:
+        scores = {rule: zeros_detector.set_params(score_type=rule).score_samples(X)
+                  for rule in ("reconstruction", "critic", "combined")}  # fmt: skip
+    finally:
+        zeros_detector.set_params(score_type="reconstruction")
     with torch.no_grad():
         images = zeros_detector._gan_input(zeros_detector._to_data(X.reshape(len(X), -1)).whole())
         critic = zeros_detector.critic_(images).double().numpy()
@@ -209,6 +211,8 @@ def test_combined_moments_and_offsets_come_from_the_held_out_samples(digits):
         np.testing.assert_allclose(detector.score_moments_[row], [by_rule[rule].mean(), by_rule[rule].std()])
     # Standardised by their own moments, the held-out samples' combined scores have mean 0.
     assert abs(by_rule["combined"].mean()) < 1e-9
+    for rule, scores in by_rule.items():  # each rule's threshold: its held-out scores' quantile
+        np.testing.assert_allclose(detector.offsets_[rule], np.percentile(scores, 10, method="weibull"))
     assert detector.offset_ == detector.offsets_["combined"]
 
 
