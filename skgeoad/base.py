@@ -333,7 +333,11 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
-        offset = self._offset()  # first: a rule without one fails before the scoring's work
+        # The rule's offset before the scoring's work (a rule an older fit lacks fails at
+        # once), once the detector is known fitted with valid parameters.
+        check_is_fitted(self)
+        self._validate_params()
+        offset = self._offset()
         return self.score_samples(X) - offset
 
     def _score_rule(self):
