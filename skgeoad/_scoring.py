@@ -36,6 +36,13 @@ def transformation_normality(log_p, rule, alpha_minus_one):
     return weighted.sum((1, 2)) / n_transforms
 
 
+def standardisation_moments(first, second):
+    """``(mean, std)`` rows of two calibration score arrays, what :func:`combined_normality`
+    standardises with (float64; the std floored at 1e-12, so constant scores divide by a
+    positive number)."""
+    return np.array([[np.mean(scores), max(np.std(scores), 1e-12)] for scores in (first, second)])
+
+
 def combined_normality(first, second, moments):
     """A ``"combined"`` rule: the mean of two scores, each standardised by the held-out
     normal samples' mean and standard deviation (``moments``, float64, rows ``(mean, std)``
@@ -412,7 +419,7 @@ class LatentSearchScore(nn.Module):
         return nn.functional.pad(images, padding, value=-1.0)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        targets = self._targets(self.scaling(X.clone()))
+        targets = self._targets(self.scaling(X))
         if self.rule == "critic":
             return self.critic(targets)
         reconstruction = self._reconstruction(targets)
@@ -422,7 +429,7 @@ class LatentSearchScore(nn.Module):
 
     def _reconstruction(self, targets):
         with torch.inference_mode(False), torch.enable_grad():
-            targets = targets.clone()
+            targets = targets.clone()  # a tensor made in inference mode cannot enter autograd
             n_seeds = self.latent_seeds.shape[0]
             # Row i * n_seeds + j searches from seed j towards sample i, as the detector pairs them.
             targets = targets.repeat_interleave(n_seeds, 0)

@@ -8,7 +8,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call, grad_and_value, vmap
 
-from ._scoring import combined_normality, scores_to_numpy
+from ._scoring import combined_normality, scores_to_numpy, standardisation_moments
 from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
@@ -405,7 +405,7 @@ class ADGANDetector(BaseDeepDetector):
             kept = rng.choice(len(calibration), self.max_offset_samples, replace=False)
             calibration = calibration.subset(np.sort(kept))
         scores = self._rule_scores(calibration)
-        self.score_moments_ = np.array([[np.mean(values), max(np.std(values), 1e-12)] for values in scores.values()])
+        self.score_moments_ = standardisation_moments(*scores.values())
         return self._with_combined(scores)
 
     @torch.no_grad()
@@ -452,13 +452,7 @@ class ADGANDetector(BaseDeepDetector):
 
     def _score_moments(self):
         """``score_moments_``, which detectors fitted before ``score_type`` existed lack."""
-        if "score_moments_" not in vars(self):
-            raise ValueError(
-                "score_type='combined' needs the held-out score moments that detectors fitted by "
-                "this version of skgeoad keep; this one was fitted by an earlier version: refit it, "
-                "or use score_type='reconstruction'."
-            )
-        return self.score_moments_
+        return self._fitted_by_this_version("score_moments_", "combined", "held-out score moments")
 
     @torch.no_grad()
     def _critic_scores(self, X):
@@ -466,7 +460,7 @@ class ADGANDetector(BaseDeepDetector):
         held-out standardisation reads differences below bf16's resolution)."""
         with full_precision(self.device_):
             chunks = X.map(self._gan_input).chunks(4 * self.batch_size)
-            return scores_to_numpy([self.critic_(chunk.to(self._dtype)).to(self._dtype) for chunk in chunks])
+            return scores_to_numpy([self.critic_(chunk) for chunk in chunks])
 
     def _reconstruction_scores(self, X):
         """The paper's score: minus the mean final reconstruction error over the seeds."""

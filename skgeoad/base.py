@@ -310,7 +310,10 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             When a score cannot be computed (it would not be finite), naming
             the samples.
         """
-        data = self._fitted_data(X)
+        return self._scores(self._fitted_data(X))
+
+    def _scores(self, data):
+        """``score_samples`` of fitted, validated ``data`` under the rule in force."""
         rule = self._score_rule()
         with deterministic_algorithms(get_config()["deterministic"]):
             scores = self._score_tensor(data, rule)
@@ -333,12 +336,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
-        # The rule's offset before the scoring's work (a rule an older fit lacks fails at
-        # once), once the detector is known fitted with valid parameters.
-        check_is_fitted(self)
-        self._validate_params()
-        offset = self._offset()
-        return self.score_samples(X) - offset
+        data = self._fitted_data(X)
+        offset = self._offset()  # before the scoring's work: a rule an older fit lacks fails at once
+        return self._scores(data) - offset
 
     def _score_rule(self):
         """The scoring rule in force (``None`` for a detector with one rule)."""
@@ -356,6 +356,17 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 )
             return self.offsets_[rule]
         return self.offset_
+
+    def _fitted_by_this_version(self, name, rule, what):
+        """Fitted attribute ``name`` (``what`` it holds) that ``rule`` needs; detectors
+        fitted before the rule existed lack it, and are told to refit."""
+        value = getattr(self, name, None)
+        if value is None:
+            raise ValueError(
+                f"score_type={rule!r} needs the {what} that detectors fitted by this "
+                "version of skgeoad keep; this one was fitted by an earlier version: refit it."
+            )
+        return value
 
     def _check_finite_scores(self, scores, what, rule):
         """No silent NaN: scores that are not finite end in an error naming the samples."""

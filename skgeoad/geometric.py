@@ -3,7 +3,6 @@
 import math
 from numbers import Integral, Real
 
-import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -11,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._scoring import (
     blocked_knn_normality,
     combined_normality,
+    standardisation_moments,
     sample_features,
     scores_to_numpy,
     transformation_normality,
@@ -353,9 +353,7 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         if X_val is not None:
             scores = self._calibration_scores(X_val, rules=self._score_rules[:-1])
         # The combined rule's standardisation, from the scores that set the thresholds.
-        self.score_moments_ = np.array(
-            [[np.mean(scores[rule]), max(np.std(scores[rule]), 1e-12)] for rule in COMBINED_RULES]
-        )
+        self.score_moments_ = standardisation_moments(*(scores[rule] for rule in COMBINED_RULES))
         self._moments = torch.as_tensor(self.score_moments_, device=self.device_)
         knn, simplified = (torch.as_tensor(scores[rule]) for rule in COMBINED_RULES)
         scores["combined"] = combined_normality(knn, simplified, torch.as_tensor(self.score_moments_)).numpy()
@@ -455,17 +453,6 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
 
     def _knn_reference(self):
         return self._fitted_by_this_version("train_features_", "knn", "training features")
-
-    def _fitted_by_this_version(self, name, rule, what):
-        """Fitted attribute ``name`` (``what`` it holds) that ``rule`` needs; detectors
-        fitted before the rule existed lack it, and are told to refit."""
-        value = getattr(self, name, None)
-        if value is None:
-            raise ValueError(
-                f"score_type={rule!r} needs the {what} that detectors fitted by this "
-                "version of skgeoad keep; this one was fitted by an earlier version: refit it."
-            )
-        return value
 
     def transform(self, X):
         """The self-supervised features the ``"knn"`` score compares, for any detector.

@@ -22,6 +22,7 @@ from ._torch import (
     progress,
     run_epoch,
 )
+from ._warnings import warn
 from .base import BaseDeepDetector
 from .clustering import (
     distribution_clustering,
@@ -37,7 +38,6 @@ from .geometric import (
 )
 from .networks import ConvAutoencoder, MLPAutoencoder, WideResNet
 from .transforms import TRANSFORMATION_SETS
-from ._warnings import warn
 
 #: Largest dimension the k-means / GMM initialisations cluster in; wider
 #: inputs are projected on their leading principal components first.
