@@ -94,6 +94,24 @@ def test_a_rule_with_non_finite_scores_fails_its_own_record_only():
     assert knn == {"detector": "geometric[knn]", "error": "ValueError: 1 scores are not finite."}
 
 
+def test_table_tells_a_failed_run_from_one_not_reported_yet():
+    # results.md is rewritten as runs finish: a run still going is not a failure.
+    from skgeoad.benchmark.report import format_tables
+
+    base = {"dataset": "digits", "protocol": "one-vs-all", "seed": 0, "fit_seconds": 1, "score_seconds": 1}
+    records = [
+        {**base, "key": 0, "detector": "iforest", "auroc": 0.9},
+        {**base, "key": 0, "detector": "adgan", "auroc": 0.8},
+        {**base, "key": 1, "detector": "iforest", "auroc": 0.7},
+        {**base, "key": 1, "detector": "adgan", "error": "RuntimeError: diverged"},
+        {**base, "key": 2, "detector": "iforest", "auroc": 0.6},  # adgan's class 2 still running
+    ]
+    rows = {line.split(" | ")[0]: line for line in format_tables(records).splitlines() if line.startswith("| ")}
+    assert rows["| 1"].endswith("| failed |") and rows["| 2"].endswith("| - |")
+    assert "adgan, class 1, seed 0: RuntimeError: diverged" in format_tables(records)
+    assert "adgan, class 2" not in format_tables(records)
+
+
 def test_subcluster_kmeans_ignores_the_protocols_labels():
     from skgeoad.benchmark.runner import _accepted_fit_params
 

@@ -36,7 +36,9 @@ def format_tables(records):
     """One Markdown table per data set x protocol: AUROC (%) per task and detector.
 
     Cells are the mean over seeds with its standard error; the best detector
-    of each row is in bold; failed runs are listed under the table.
+    of each row is in bold; failed runs are listed under the table. A task a
+    detector has no record for yet (the file is rewritten as results come) shows
+    ``-``, not ``failed``.
 
     Examples
     --------
@@ -66,6 +68,7 @@ def _format_group(group, records):
     for r in records:
         if "auroc" in r:
             auroc[r["key"], r["detector"]].append(100 * r["auroc"])
+    failed = {(r["key"], r["detector"]) for r in records if "error" in r}
 
     header = [_KEY_NAMES[protocol], *detectors, *published]
     lines = [f"### {dataset}, {protocol}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -75,7 +78,7 @@ def _format_group(group, records):
         row = [str(key)]
         for d in detectors:
             if d not in cells:
-                row.append("failed")
+                row.append("failed" if (key, d) in failed else "-")
                 continue
             mean, sem = cells[d]
             text = f"{mean:.1f}" + (f" ± {sem:.1f}" if sem is not None else "")
