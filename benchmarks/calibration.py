@@ -33,7 +33,7 @@ DETECTORS = {
     "subcluster": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "subcluster-labels": (SubClusterDetector, ("msp", "odin", "kl", "knn")),
     "icae": (IterativeClusterAEDetector, ("cosine", "mse")),
-    "adgan": (ADGANDetector, ("reconstruction", "critic", "combined")),
+    "adgan": (ADGANDetector, ("reconstruction", "critic", "combined", "combined_two_sided")),
 }
 
 

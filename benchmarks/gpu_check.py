@@ -68,7 +68,7 @@ RULES = {
     "subcluster": ("msp", "odin", "kl", "knn"),
     "icae": ("cosine", "mse"),
     "icae-geometric": ("knn",),
-    "adgan": ("reconstruction", "critic", "combined"),
+    "adgan": ("reconstruction", "critic", "combined", "combined_two_sided"),
 }
 
 # Parameters --tiny changes from the defaults (only to make the CPU run short).

@@ -43,13 +43,25 @@ def standardisation_moments(first, second):
     return np.array([[np.mean(scores), max(np.std(scores), 1e-12)] for scores in (first, second)])
 
 
-def combined_normality(first, second, moments):
+#: ADGAN's combined rules, and whether each counts the critic's deviation in both
+#: directions (:func:`combined_normality`'s ``two_sided``).
+ADGAN_COMBINED_RULES = {"combined": False, "combined_two_sided": True}
+
+
+def combined_normality(first, second, moments, two_sided=False):
     """A ``"combined"`` rule: the mean of two scores, each standardised by the held-out
     normal samples' mean and standard deviation (``moments``, float64, rows ``(mean, std)``
     for the two scores in that order). GEOM's averages its ``"knn"`` and ``"simplified"``
-    scores, ADGAN's its ``"reconstruction"`` and ``"critic"`` scores."""
+    scores, ADGAN's its ``"reconstruction"`` and ``"critic"`` scores.
+
+    With ``two_sided``, the second score counts as its distance from the held-out mean in
+    either direction, ``-|z|``: a second score that is unusually *high* is abnormal too
+    (ADGAN's ``"combined_two_sided"``, for a critic whose value off the class may go either
+    way)."""
     first = (first.to(moments.dtype) - moments[0, 0]) / moments[0, 1]
     second = (second.to(moments.dtype) - moments[1, 0]) / moments[1, 1]
+    if two_sided:
+        second = -second.abs()
     return (first + second) / 2
 
 
@@ -367,7 +379,8 @@ class LatentSearchScore(nn.Module):
     """ADGAN's scores with ``search="latent"``. ``"reconstruction"``: minus the mean
     squared error left after ``n_search_steps`` Adam steps on each of the
     ``latent_seeds``, the generator fixed; ``"critic"``: the critic's output;
-    ``"combined"``: the two standardised by ``moments`` and averaged.
+    ``"combined"``: the two standardised by ``moments`` and averaged;
+    ``"combined_two_sided"``: the same with the critic's deviation counted both ways.
 
     The steps' gradients are taken with ``torch.autograd`` in ``forward``, as the detector
     takes them; :func:`skgeoad.export.export_onnx` traces them into plain operators.
@@ -386,11 +399,12 @@ class LatentSearchScore(nn.Module):
     latent_lr : float
     betas : tuple of float
         Adam's betas.
-    rule : {"reconstruction", "critic", "combined"}, default="reconstruction"
+    rule : {"reconstruction", "critic", "combined", "combined_two_sided"}, \
+            default="reconstruction"
     critic : nn.Module, optional
-        The trained critic (rules ``"critic"`` and ``"combined"``).
+        The trained critic (every rule but ``"reconstruction"``).
     moments : torch.Tensor of shape (2, 2), optional
-        ``score_moments_`` (rule ``"combined"``).
+        ``score_moments_`` (the two combined rules).
     """
 
     def __init__(
@@ -398,6 +412,8 @@ class LatentSearchScore(nn.Module):
         rule="reconstruction", critic=None, moments=None,
     ):  # fmt: skip
         super().__init__()
+        if rule not in ("reconstruction", "critic", *ADGAN_COMBINED_RULES):
+            raise ValueError(f"unknown ADGAN rule {rule!r}")
         self.scaling, self.generator, self.critic, self.rule = scaling, generator, critic, rule
         if moments is not None:
             self.register_buffer("moments", moments)
@@ -425,7 +441,8 @@ class LatentSearchScore(nn.Module):
         reconstruction = self._reconstruction(targets)
         if self.rule == "reconstruction":
             return reconstruction
-        return combined_normality(reconstruction, self.critic(targets), self.moments)
+        two_sided = ADGAN_COMBINED_RULES[self.rule]
+        return combined_normality(reconstruction, self.critic(targets), self.moments, two_sided)
 
     def _reconstruction(self, targets):
         with torch.inference_mode(False), torch.enable_grad():

@@ -28,9 +28,9 @@ What exports, and what does not
   per sample with the generator fixed; the graph unrolls them (the same
   tracing of the gradients as ODIN, Adam's update as torch computes it), one
   row per (sample, seed) search, and adds the critic for ``"critic"`` and
-  ``"combined"``.
+  the two combined rules.
 * Not :class:`~skgeoad.ADGANDetector` with ``search="joint"`` (the default)
-  and a rule that searches (``"combined"``, ``"reconstruction"``): each
+  and a rule that searches (every rule but ``"critic"``): each
   (sample, seed) search also moves its own copy of the generator's weights
   (vmapped weight gradients, a fused Adam over the copies), which the
   exporter cannot translate. Fit with ``search="latent"`` to export, or
@@ -57,6 +57,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._scoring import (
+    ADGAN_COMBINED_RULES,
     AutoencoderScore,
     DeployedScore,
     GeometricScore,
@@ -216,7 +217,7 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     True
     """
     onnx = _require_export_packages()
-    score = scoring_module(detector)
+    score = scoring_module(detector)  # refuses unfitted detectors and other estimators first
     offset = detector._offset()
     deployed = DeployedScore(score, offset).eval()
     example = torch.zeros(_TRACE_BATCH, detector.n_features_in_, dtype=torch.float32)
@@ -497,7 +498,7 @@ def _adgan(detector):
         _SEARCH_BETAS,
         rule,
         _cpu_copy(detector.critic_).to(dtype).requires_grad_(False) if rule != "reconstruction" else None,
-        _cpu_tensor(detector._score_moments()) if rule == "combined" else None,
+        _cpu_tensor(detector._score_moments(rule)) if rule in ADGAN_COMBINED_RULES else None,
     )
 
 

@@ -183,7 +183,7 @@ def test_rules_rescore_without_refitting_and_combined_is_their_standardised_mean
     X = X_test[:12]
     try:
         scores = {rule: zeros_detector.set_params(score_type=rule).score_samples(X)
-                  for rule in ("reconstruction", "critic", "combined")}  # fmt: skip
+                  for rule in ("reconstruction", "critic", "combined", "combined_two_sided")}  # fmt: skip
     finally:
         zeros_detector.set_params(score_type="reconstruction")
     with torch.no_grad():
@@ -191,13 +191,16 @@ def test_rules_rescore_without_refitting_and_combined_is_their_standardised_mean
         critic = zeros_detector.critic_(images).double().numpy()
     np.testing.assert_allclose(scores["critic"], critic, rtol=1e-6)
     (mean_r, std_r), (mean_c, std_c) = zeros_detector.score_moments_
-    expected = ((scores["reconstruction"] - mean_r) / std_r + (scores["critic"] - mean_c) / std_c) / 2
-    np.testing.assert_allclose(scores["combined"], expected, rtol=1e-10)
-    # The benchmark's all-rules pass: one search for the three rules, the same scores.
+    z_reconstruction, z_critic = (scores["reconstruction"] - mean_r) / std_r, (scores["critic"] - mean_c) / std_c
+    np.testing.assert_allclose(scores["combined"], (z_reconstruction + z_critic) / 2, rtol=1e-10)
+    # Two-sided: a critic far above its held-out mean counts against the sample as one far below.
+    np.testing.assert_allclose(scores["combined_two_sided"], (z_reconstruction - np.abs(z_critic)) / 2, rtol=1e-10)
+    assert (z_critic > 0).any() and (z_critic < 0).any()  # both branches of |z| are exercised
+    # The benchmark's all-rules pass: one search for every rule, the same scores.
     together = zeros_detector._scores_by_rule(X)
     for rule, values in scores.items():
         np.testing.assert_array_equal(together[rule], values)
-    assert sorted(zeros_detector.offsets_) == ["combined", "critic", "reconstruction"]
+    assert sorted(zeros_detector.offsets_) == ["combined", "combined_two_sided", "critic", "reconstruction"]
     assert zeros_detector.offset_ == zeros_detector.offsets_["reconstruction"]
 
 
@@ -233,13 +236,35 @@ def test_a_fit_from_before_score_type_keeps_scoring_by_reconstruction(tmp_path, 
     loaded = skgeoad.load(tmp_path / "old.skgeoad")
     assert loaded.score_type == "reconstruction"
     np.testing.assert_array_equal(loaded.score_samples(X_test[:5]), expected)
-    older.set_params(score_type="combined")
-    with pytest.raises(ValueError, match="fitted by an earlier version: refit"):
-        older.score_samples(X_test[:5])
+    for rule in ("combined", "combined_two_sided"):
+        older.set_params(score_type=rule)
+        with pytest.raises(ValueError, match=f"score_type='{rule}' needs .* fitted by an earlier version: refit"):
+            older.score_samples(X_test[:5])
     older.set_params(score_type="critic")  # the critic was always kept: it scores, without a threshold
     assert older.score_samples(X_test[:5]).shape == (5,)
     with pytest.raises(ValueError, match="score_type='critic' has no offset.*refit"):
         older.predict(X_test[:5])
+
+
+def test_a_fit_from_before_the_two_sided_rule_scores_with_it_but_has_no_threshold(tmp_path, digits, zeros_detector):
+    import skgeoad
+    from skgeoad.export import export_onnx
+
+    _, _, X_test, _ = digits
+    expected = zeros_detector.set_params(score_type="combined_two_sided").score_samples(X_test[:5])
+    zeros_detector.set_params(score_type="reconstruction")
+    state = zeros_detector.__getstate__()
+    state["offsets_"] = {rule: value for rule, value in state["offsets_"].items() if rule != "combined_two_sided"}
+    older = ADGANDetector.__new__(ADGANDetector)
+    older.__setstate__(pickle.loads(pickle.dumps(state)))
+    skgeoad.save(older, tmp_path / "older.skgeoad")
+    for detector in (older, skgeoad.load(tmp_path / "older.skgeoad")):
+        detector.set_params(score_type="combined_two_sided")
+        # The held-out moments were kept since "combined": the scores need nothing more.
+        np.testing.assert_array_equal(detector.score_samples(X_test[:5]), expected)
+        for use in (detector.predict, detector.decision_function, lambda X: export_onnx(detector, tmp_path / "a.onnx")):
+            with pytest.raises(ValueError, match="score_type='combined_two_sided' has no offset.*refit"):
+                use(X_test[:5])
 
 
 def _without_score_rules(path, out):

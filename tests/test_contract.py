@@ -49,7 +49,7 @@ DETECTORS = {
     "adgan": (
         ADGANDetector,
         dict(latent_dim=16, epochs=30, n_seeds=2, n_search_steps=2),
-        ("reconstruction", "critic", "combined"),
+        ("reconstruction", "critic", "combined", "combined_two_sided"),
     ),
 }
 

@@ -110,6 +110,7 @@ CASES = [
     ("adgan", {"search": "latent", "score_type": "combined"}),
     ("adgan", {"search": "latent", "score_type": "reconstruction"}),
     ("adgan", {"search": "latent", "score_type": "critic"}),
+    ("adgan", {"search": "latent", "score_type": "combined_two_sided"}),
     ("adgan", {"search": "joint", "score_type": "critic"}),  # no search to export
     ("adgan_tabular", {"search": "latent", "score_type": "combined"}),
 ]
