@@ -56,8 +56,8 @@ def combined_normality(first, second, moments, two_sided=False):
 
     With ``two_sided``, the second score counts as its distance from the held-out mean in
     either direction, ``-|z|``: a second score that is unusually *high* is abnormal too
-    (ADGAN's ``"combined_two_sided"``, for a critic whose value off the class may go either
-    way)."""
+    (ADGAN's ``"combined_two_sided"``, for a critic whose value on anomalies falls on both
+    sides of its value on the class)."""
     first = (first.to(moments.dtype) - moments[0, 0]) / moments[0, 1]
     second = (second.to(moments.dtype) - moments[1, 0]) / moments[1, 1]
     if two_sided:
@@ -378,7 +378,8 @@ class OdinScore(nn.Module):
 class LatentSearchScore(nn.Module):
     """ADGAN's scores with ``search="latent"``. ``"reconstruction"``: minus the mean
     squared error left after ``n_search_steps`` Adam steps on each of the
-    ``latent_seeds``, the generator fixed; ``"critic"``: the critic's output;
+    ``latent_seeds``, the generator fixed; ``"critic"``: the critic's output times
+    ``critic_orientation``;
     ``"combined"``: the two standardised by ``moments`` and averaged;
     ``"combined_two_sided"``: the same with the critic's deviation counted both ways.
 
@@ -405,16 +406,19 @@ class LatentSearchScore(nn.Module):
         The trained critic (every rule but ``"reconstruction"``).
     moments : torch.Tensor of shape (2, 2), optional
         ``score_moments_`` (the two combined rules).
+    critic_orientation : {1, -1}, default=1
+        ``critic_orientation_``: the sign the critic's output is scored with.
     """
 
     def __init__(
         self, scaling, generator, latent_seeds, image_shape, side, n_search_steps, latent_lr, betas,
-        rule="reconstruction", critic=None, moments=None,
+        rule="reconstruction", critic=None, moments=None, critic_orientation=1,
     ):  # fmt: skip
         super().__init__()
         if rule not in ("reconstruction", "critic", *ADGAN_COMBINED_RULES):
             raise ValueError(f"unknown ADGAN rule {rule!r}")
         self.scaling, self.generator, self.critic, self.rule = scaling, generator, critic, rule
+        self.critic_orientation = int(critic_orientation)
         if moments is not None:
             self.register_buffer("moments", moments)
         self.register_buffer("latent_seeds", latent_seeds)
@@ -437,12 +441,15 @@ class LatentSearchScore(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         targets = self._targets(self.scaling(X))
         if self.rule == "critic":
-            return self.critic(targets)
+            return self._critic(targets)
         reconstruction = self._reconstruction(targets)
         if self.rule == "reconstruction":
             return reconstruction
         two_sided = ADGAN_COMBINED_RULES[self.rule]
-        return combined_normality(reconstruction, self.critic(targets), self.moments, two_sided)
+        return combined_normality(reconstruction, self._critic(targets), self.moments, two_sided)
+
+    def _critic(self, targets):
+        return self.critic(targets) * self.critic_orientation
 
     def _reconstruction(self, targets):
         with torch.inference_mode(False), torch.enable_grad():

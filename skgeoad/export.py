@@ -499,6 +499,7 @@ def _adgan(detector):
         rule,
         _cpu_copy(detector.critic_).to(dtype).requires_grad_(False) if rule != "reconstruction" else None,
         _cpu_tensor(detector._score_moments(rule)) if rule in ADGAN_COMBINED_RULES else None,
+        detector.critic_orientation_,
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+import skgeoad
 from skgeoad import ADGANDetector
 
 # Every training sample trains (validation_fraction=0): with 90 images and
@@ -188,7 +189,7 @@ def test_rules_rescore_without_refitting_and_combined_is_their_standardised_mean
         zeros_detector.set_params(score_type="reconstruction")
     with torch.no_grad():
         images = zeros_detector._gan_input(zeros_detector._to_data(X.reshape(len(X), -1)).whole())
-        critic = zeros_detector.critic_(images).double().numpy()
+        critic = zeros_detector.critic_orientation_ * zeros_detector.critic_(images).double().numpy()
     np.testing.assert_allclose(scores["critic"], critic, rtol=1e-6)
     (mean_r, std_r), (mean_c, std_c) = zeros_detector.score_moments_
     z_reconstruction, z_critic = (scores["reconstruction"] - mean_r) / std_r, (scores["critic"] - mean_c) / std_c
@@ -202,6 +203,66 @@ def test_rules_rescore_without_refitting_and_combined_is_their_standardised_mean
         np.testing.assert_array_equal(together[rule], values)
     assert sorted(zeros_detector.offsets_) == ["combined", "combined_two_sided", "critic", "reconstruction"]
     assert zeros_detector.offset_ == zeros_detector.offsets_["reconstruction"]
+
+
+class _Negated(torch.nn.Module):
+    """A critic that says the opposite of ``critic``: the orientation it must be scored with."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, x):
+        return -self.critic(x)
+
+
+def test_the_critic_is_scored_with_the_sign_that_ranks_rotated_normal_images_low(digits, zeros_detector, rng):
+    X_train, y_train, X_test, _ = digits
+    # On digits the trained critic already ranks rotated zeros below zeros: as trained.
+    training = zeros_detector._fitted_data(X_train[y_train == 0])
+    assert zeros_detector.critic_orientation_ == 1 == zeros_detector._critic_orientation(training)
+    # A critic that says the opposite is turned round, and every rule scores as before.
+    flipped = copy.deepcopy(zeros_detector)
+    flipped.critic_ = _Negated(flipped.critic_)
+    assert flipped._critic_orientation(training) == -1
+    flipped.critic_orientation_ = -1
+    original = copy.deepcopy(zeros_detector)
+    for rule in ("critic", "combined", "combined_two_sided"):
+        np.testing.assert_array_equal(
+            flipped.set_params(score_type=rule).score_samples(X_test[:6]),
+            original.set_params(score_type=rule).score_samples(X_test[:6]),
+        )
+    # Rows that are not images have no rotations to compare with: the critic as trained.
+    rows = ADGANDetector(**{**QUICK, "epochs": 1, "n_seeds": 2}).fit(rng.normal(size=(30, 5)))
+    rows.critic_ = _Negated(rows.critic_)
+    assert rows._critic_orientation(rows._fitted_data(rng.normal(size=(8, 5)))) == 1
+
+
+def test_non_square_images_are_turned_half_way_and_streamed_data_decides_alike(rng):
+    images = rng.uniform(size=(40, 7, 5))  # padded unevenly into 8x8: turned before padding
+    detector = ADGANDetector(**{**QUICK, "epochs": 3, "n_seeds": 2}).fit(images)
+    data = detector._fitted_data(images[:12])
+    turned = detector._gan_input(data.whole(), 2)
+    # 7x5 in 8x8: no row above, one column left of the image, as the upright images.
+    upright = detector._network_input(data.whole())
+    assert turned.shape[2:] == (8, 8) and torch.equal(turned[..., :7, 1:6], torch.rot90(upright, 2, (2, 3)))
+    orientation = detector._critic_orientation(data)
+    with skgeoad.config_context(device_data_bytes=0):
+        assert detector._critic_orientation(detector._fitted_data(images[:12])) == orientation
+    detector.critic_ = _Negated(detector.critic_)
+    assert detector._critic_orientation(data) == -orientation
+
+
+def test_a_critic_turned_round_at_fit_is_standardised_and_thresholded_turned_round(digits, monkeypatch):
+    X_train, y_train, _, _ = digits
+    monkeypatch.setattr(ADGANDetector, "_critic_orientation", lambda self, X: -1)
+    quick = {**QUICK, "epochs": 20, "n_seeds": 2, "validation_fraction": 0.2}
+    detector = ADGANDetector(**quick).fit(X_train[y_train == 1])
+    assert detector.critic_orientation_ == -1
+    held_out = detector._fitted_data(X_train[y_train == 1][detector.validation_indices_])
+    raw = detector._raw_critic(held_out.map(detector._gan_input))
+    np.testing.assert_allclose(detector.score_moments_[1], [-raw.mean(), raw.std()])
+    np.testing.assert_allclose(detector.offsets_["critic"], np.percentile(-raw, 10, method="weibull"))
 
 
 def test_combined_moments_and_offsets_come_from_the_held_out_samples(digits):
@@ -225,16 +286,17 @@ def test_a_fit_from_before_score_type_keeps_scoring_by_reconstruction(tmp_path, 
     _, _, X_test, _ = digits
     expected = zeros_detector.score_samples(X_test[:5])  # score_type="reconstruction"
     state = zeros_detector.__getstate__()
-    for name in ("score_type", "offsets_", "score_moments_"):
+    for name in ("score_type", "offsets_", "score_moments_", "critic_orientation_"):
         del state[name]
     older = ADGANDetector.__new__(ADGANDetector)
     older.__setstate__(pickle.loads(pickle.dumps(state)))
     assert older.score_type == "reconstruction" and older.offsets_ == {"reconstruction": older.offset_}
+    assert older.critic_orientation_ == 1  # the critic as trained, as it was scored then
     np.testing.assert_array_equal(older.score_samples(X_test[:5]), expected)
     skgeoad.save(zeros_detector, tmp_path / "new.skgeoad")
     _without_score_rules(tmp_path / "new.skgeoad", tmp_path / "old.skgeoad")  # as written then
     loaded = skgeoad.load(tmp_path / "old.skgeoad")
-    assert loaded.score_type == "reconstruction"
+    assert loaded.score_type == "reconstruction" and loaded.critic_orientation_ == 1
     np.testing.assert_array_equal(loaded.score_samples(X_test[:5]), expected)
     for rule in ("combined", "combined_two_sided"):
         older.set_params(score_type=rule)
@@ -275,7 +337,7 @@ def _without_score_rules(path, out):
             if info.filename == "skgeoad-model.json":
                 manifest = json.loads(content)
                 del manifest["params"]["score_type"]
-                for name in ("offsets_", "score_moments_"):
+                for name in ("offsets_", "score_moments_", "critic_orientation_"):
                     del manifest["fitted"][name]
                 content = json.dumps(manifest).encode()
             target.writestr(info.filename, content)

@@ -175,6 +175,18 @@ def test_onnxruntime_reproduces_score_samples(kind, params, fitted, rows, tabula
     np.testing.assert_allclose(single, expected[:N_SINGLE], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("score_type", ["critic", "combined"])
+def test_adgan_graph_scores_the_critic_with_its_orientation(fitted, rows, tmp_path, score_type):
+    # A critic found to rank rotated normal images high is scored negated (critic_orientation_);
+    # the graph must negate it too.
+    detector = copy.deepcopy(fitted("adgan")).set_params(search="latent", score_type=score_type)
+    detector.critic_orientation_ = -detector.critic_orientation_
+    X = _new_rows("adgan", rows, None)
+    export_onnx(detector, tmp_path / "model.onnx")
+    scores = _session(tmp_path / "model.onnx").run(["score_samples"], {"X": X})[0]
+    np.testing.assert_allclose(scores, detector.score_samples(X), rtol=1e-4, atol=1e-6)
+
+
 def test_tabular_graphs_keep_float64_constants(fitted, tabular, tmp_path):
     # The KL score of well-spread softmaxes is tiny (~1e-5): a float32 constant in the float64
     # graph (log of the number of sub-clusters) shifted it by 2e-8, 2e-3 of its value.
