@@ -73,10 +73,11 @@ class ADGANDetector(BaseDeepDetector):
         never turned) ``"reconstruction"`` 98.6, ``"critic"`` 98.4,
         ``"combined"`` 99.4, ``"combined_two_sided"`` 99.3; on Fashion-MNIST
         (classes 2-9, one seed) 80.8, 74.3 (25.7 unturned), 81.8 (69.7
-        unturned) and 83.0, all behind LOF's 91.3 at that CPU budget. ``"combined"`` is the best rule on digits,
-        ``"combined_two_sided"`` on Fashion-MNIST; check a rule on your own
-        data before relying on it. The default stays the paper's, as every
-        detector's does. The rule is read at scoring time:
+        unturned) and 83.0, all behind LOF's 91.3 at that CPU budget.
+        ``"combined"`` is the best rule on digits, ``"combined_two_sided"`` on
+        Fashion-MNIST; check a rule on your own data before relying on it. The
+        default stays the paper's, as every detector's does. The rule is read
+        at scoring time:
         ``set_params(score_type=...)`` rescores a fitted detector without
         refitting, with that rule's offset from ``offsets_``.
     latent_dim : int or "auto", default="auto"
@@ -501,13 +502,14 @@ class ADGANDetector(BaseDeepDetector):
         which ranks anomalies low on digits but high on Fashion-MNIST (500
         images a class, 2,000 critic steps), where it probably learned the
         generator's artefacts more than the class, and finds a clean image of
-        another class more "real" than one of its own. Rotated
-        normal images are clean images off the normal class, as anomalies
-        are: on all ten digits and on two Fashion-MNIST classes the critic
-        moved them in the direction it moved the test anomalies (mean
-        standardised shift -6 to -25 on digits, +2 to +4 on Fashion-MNIST),
-        and the benchmark's fits were turned on all ten Fashion-MNIST classes
-        and on none of thirty digits fits.
+        another class more "real" than one of its own. Rotated normal images
+        are clean images off the normal class, as anomalies are: on all ten
+        digits and on two Fashion-MNIST classes the critic moved them in the
+        direction it moved the test anomalies (mean standardised shift -6 to
+        -25 on digits, +2 to +4 on Fashion-MNIST), and the benchmark's fits
+        were turned on all ten Fashion-MNIST classes and on none of thirty
+        digits fits.
+
         Proxies: the quarter turns of ``X`` (the half turn only for images
         that are not square, which a quarter turn would pad differently from
         every training image). Rows that are not images have no such proxies:

@@ -73,8 +73,6 @@ def test_default_training_length_counts_critic_steps(monkeypatch, rng):
 
 
 def test_a_fit_from_before_the_automatic_latent_size_gets_it_back(tmp_path, zeros_detector):
-    import skgeoad
-
     older = copy.deepcopy(zeros_detector)
     del older.latent_dim_
     assert joblib.load(_dumped(tmp_path / "old.joblib", older)).latent_dim_ == 32
@@ -281,8 +279,6 @@ def test_combined_moments_and_offsets_come_from_the_held_out_samples(digits):
 
 
 def test_a_fit_from_before_score_type_keeps_scoring_by_reconstruction(tmp_path, digits, zeros_detector):
-    import skgeoad
-
     _, _, X_test, _ = digits
     expected = zeros_detector.score_samples(X_test[:5])  # score_type="reconstruction"
     state = zeros_detector.__getstate__()
@@ -309,7 +305,6 @@ def test_a_fit_from_before_score_type_keeps_scoring_by_reconstruction(tmp_path, 
 
 
 def test_a_fit_from_before_the_two_sided_rule_scores_with_it_but_has_no_threshold(tmp_path, digits, zeros_detector):
-    import skgeoad
     from skgeoad.export import export_onnx
 
     _, _, X_test, _ = digits
