@@ -139,6 +139,12 @@ class ADGANDetector(BaseDeepDetector):
         Adam's learning rate for the generator copies (``search="joint"``).
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden layers of the generator and critic MLPs (tabular data).
+    conv_width : int, default=64
+        Channels of the DCGAN networks (images) at full resolution: the
+        generator's last hidden layer and the critic's first layer; the
+        widths double at each halving of the resolution (32x32 images:
+        64 -> 128 -> 256 with the default, DCGAN's). The cost of a training
+        step and of the search scales about with its square.
     max_offset_samples : int, default=512
         Held-out samples (training samples with ``validation_fraction=0``)
         scored to set ``offset_``, a random subset when there are more:
@@ -233,6 +239,7 @@ class ADGANDetector(BaseDeepDetector):
         "latent_lr": [Interval(Real, 0, None, closed="neither")],
         "generator_lr": [Interval(Real, 0, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
+        "conv_width": [Interval(Integral, 1, None, closed="left")],
         "max_offset_samples": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -254,6 +261,7 @@ class ADGANDetector(BaseDeepDetector):
         latent_lr=0.25,
         generator_lr=5e-5,
         hidden_layer_sizes=(128, 128),
+        conv_width=64,
         max_offset_samples=512,
         image_shape=None,
         contamination=0.1,
@@ -278,6 +286,7 @@ class ADGANDetector(BaseDeepDetector):
         self.latent_lr = latent_lr
         self.generator_lr = generator_lr
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.conv_width = conv_width
         self.max_offset_samples = max_offset_samples
         self.image_shape = image_shape
         self.contamination = contamination
@@ -334,8 +343,9 @@ class ADGANDetector(BaseDeepDetector):
             make_critic = lambda: _Critic(MLP(n_features, 1, hidden, batch_norm=False))  # noqa: E731
         else:
             channels, side = self.image_shape_[2], self._side
-            make_generator = lambda: DCGANGenerator(latent, channels, side)  # noqa: E731
-            make_critic = lambda: DCGANCritic(channels, side)  # noqa: E731
+            width = self.conv_width
+            make_generator = lambda: DCGANGenerator(latent, channels, side, base_width=width)  # noqa: E731
+            make_critic = lambda: DCGANCritic(channels, side, base_width=width)  # noqa: E731
         return (
             build_module(make_generator, generator, self.device_, dtype),
             build_module(make_critic, generator, self.device_, dtype),

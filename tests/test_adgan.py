@@ -163,6 +163,20 @@ def test_odd_sized_images_are_padded_to_a_dcgan_square(rng):
     assert padded.shape == (10, 1, 32, 32) and torch.all(padded[:, :, :2] == -1)
 
 
+def test_conv_width_sets_the_dcgan_widths_and_is_saved_with_the_model(tmp_path, rng):
+    images = rng.uniform(size=(10, 28, 28))
+    detector = ADGANDetector(conv_width=8, latent_dim=8, epochs=1, n_seeds=2, search="latent", device="cpu")
+    detector.fit(images)
+    convolutions = [m for m in detector.critic_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in convolutions] == [8, 16, 32]  # 32 -> 16 -> 8 -> 4 pixels
+    transposed = [m for m in detector.generator_.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [m.in_channels for m in transposed] == [32, 16, 8]
+    skgeoad.save(detector, tmp_path / "narrow.skgeoad")
+    loaded = skgeoad.load(tmp_path / "narrow.skgeoad")
+    assert loaded.conv_width == 8
+    np.testing.assert_array_equal(loaded.score_samples(images[:3]), detector.score_samples(images[:3]))
+
+
 def test_offset_uses_at_most_max_offset_samples(digits):
     X_train, y_train, _, _ = digits
     detector = ADGANDetector(latent_dim=8, epochs=2, n_seeds=2, search="latent", max_offset_samples=10, device="cpu")
