@@ -19,7 +19,6 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-import skgeoad
 from skgeoad import (
     ADGANDetector,
     GeometricTransformDetector,
