@@ -142,11 +142,13 @@ class ADGANDetector(BaseDeepDetector):
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden layers of the generator and critic MLPs (tabular data).
     conv_width : int, default=64
-        Channels of the DCGAN networks (images) at full resolution: the
-        generator's last hidden layer and the critic's first layer; the
-        widths double at each halving of the resolution (32x32 images:
-        64 -> 128 -> 256 with the default, DCGAN's). The cost of a training
-        step and of the search scales about with its square.
+        Channels of the DCGAN networks' hidden layer of highest resolution
+        (images): the generator's last hidden layer and the critic's first
+        layer; the widths double at each halving of the resolution (32x32
+        images: 64 -> 128 -> 256 with the default, DCGAN's). Halving it cut
+        a training step to about a third of its time and the search to 0.4
+        (32x32 images, one CPU thread); on Fashion-MNIST a GAN of width 32
+        trained three times as long was no better (see the benchmarks page).
     max_offset_samples : int, default=512
         Held-out samples (training samples with ``validation_fraction=0``)
         scored to set ``offset_``, a random subset when there are more:
