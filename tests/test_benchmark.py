@@ -64,6 +64,21 @@ def test_all_rules_scores_every_rule_from_one_fit(tmp_path):
         auroc = roc_auc_score(task.is_normal, detector.set_params(score_type=rule).score_samples(task.X_test))
         assert records[name]["auroc"] == pytest.approx(auroc, abs=1e-9)
         assert records[name]["fit_seconds"] == records["geometric"]["fit_seconds"]
+        assert records[name]["fitted"] == records["geometric"]["fitted"]
+    assert records["geometric"]["fitted"]["n_features_in_"] == 64
+    assert records["geometric"]["fitted"]["offset_"] == pytest.approx(detector.offset_)
+
+
+def test_records_keep_what_the_fit_decided():
+    X_train, y_train, X_test, y_test = benchmark.load_rows("digits")
+    (task,) = make_tasks("digits", "one-vs-all", X_train, y_train, X_test, y_test, classes=[0])
+    settings = {"latent_dim": 8, "epochs": 2, "n_seeds": 2, "search": "latent", "device": "cpu"}
+    record = run_one(task, "adgan", make_detector("adgan", settings), 0)
+    assert "error" not in record
+    assert record["fitted"]["critic_orientation_"] in (1, -1)
+    assert record["fitted"]["epochs_"] == 2 and record["fitted"]["latent_dim_"] == 8
+    assert all(isinstance(value, (bool, int, float, str)) for value in record["fitted"].values())
+    json.dumps(record)  # the results file takes it as it is
 
 
 def test_all_rules_resumes_runs_that_lack_their_other_rules(tmp_path):

@@ -89,6 +89,7 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules
             start = time.perf_counter()
             estimator.fit(task.X_train, **_accepted_fit_params(estimator, task.fit_params))
             fitted = time.perf_counter()
+            record["fitted"] = _fitted_scalars(estimator)
             rules = getattr(estimator, "_score_rules", None) if all_rules else None
             if rules:
                 by_rule = estimator._scores_by_rule(task.X_test)
@@ -122,6 +123,25 @@ def run_one(task, name, detector, seed, n_threads=None, gpu_turn=None, all_rules
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=5)
     return record
+
+
+def _fitted_scalars(estimator):
+    """The public fitted attributes that are single numbers or strings: what the fit
+    decided by itself (``epochs_``, ``latent_dim_``, ADGAN's ``critic_orientation_``,
+    ``offset_``), kept with the result it led to.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import IsolationForest
+    >>> fitted = _fitted_scalars(IsolationForest(random_state=0).fit([[0.0], [1.0], [2.0]]))
+    >>> fitted["n_features_in_"], fitted["max_samples_"]
+    (1, 3)
+    """
+    return {
+        name: value.item() if isinstance(value, np.generic) else value
+        for name, value in vars(estimator).items()
+        if name.endswith("_") and not name.startswith("_") and isinstance(value, (bool, int, float, str, np.generic))
+    }
 
 
 def _rule_result(task, scores):
