@@ -19,6 +19,10 @@ _DEFAULTS = {
     # Ask torch for deterministic kernels during fit and scoring (bit-identical
     # CUDA runs for a seed, at some speed cost).
     "deterministic": False,
+    # Convolutional networks and their image batches in channels-last memory
+    # (NHWC): what oneDNN's bf16 kernels on CPUs and cuDNN's tensor cores are
+    # fastest at. False computes in torch's default NCHW layout.
+    "channels_last": True,
 }
 
 _CONFIG = dict(_DEFAULTS)
@@ -40,7 +44,7 @@ def get_config():
     return dict(_config())
 
 
-def set_config(*, device_data_bytes=None, deterministic=None):
+def set_config(*, device_data_bytes=None, deterministic=None, channels_last=None):
     """Change package-wide settings (for the whole process).
 
     Parameters
@@ -57,6 +61,14 @@ def set_config(*, device_data_bytes=None, deterministic=None):
         environment variable ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before
         the process first uses the GPU (torch raises an error naming it
         otherwise). Default False.
+    channels_last : bool, optional
+        Keep convolutional networks and the image batches they compute on in
+        channels-last memory (NHWC), the layout whose kernels are fastest on
+        CPUs (oneDNN, above all in bf16) and on GPUs (cuDNN's tensor cores).
+        Default True; False computes in torch's default layout (NCHW), which
+        gives the same scores up to float rounding, more slowly. It applies
+        to networks as they are built or loaded, so set it before ``fit``,
+        :func:`skgeoad.load` or unpickling.
     """
     config = _config()
     if device_data_bytes is not None:
@@ -67,6 +79,10 @@ def set_config(*, device_data_bytes=None, deterministic=None):
         if not isinstance(deterministic, bool):
             raise ValueError(f"deterministic must be True or False, got {deterministic!r}.")
         config["deterministic"] = deterministic
+    if channels_last is not None:
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, got {channels_last!r}.")
+        config["channels_last"] = channels_last
 
 
 @contextlib.contextmanager

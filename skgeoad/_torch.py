@@ -5,7 +5,8 @@ Nothing here knows about a particular detector or network architecture.
 Precision policy
 ----------------
 Every detector follows one rule about bf16 (``mixed_precision=True``, the
-default on CUDA devices that support it):
+default wherever the device computes bf16 natively: CUDA devices that support
+it, and CPUs with AMX or AVX512-BF16 instructions, see :func:`native_bf16`):
 
 * **May run under bf16 autocast**: a network's forward and backward pass
   while it trains on its own loss (the classifiers, the autoencoders, the
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._config import get_config
 from ._warnings import warn
 
 
@@ -112,20 +114,62 @@ def build_module(
 
     The module is built on the ``meta`` device (no memory, no default
     initialisation), materialised on the CPU, initialised by its
-    ``reset_parameters(generator)``, and moved to ``device``: the same seed gives
-    the same weights on every device.
+    ``reset_parameters(generator)``, and placed on ``device`` by
+    :func:`place_module`: the same seed gives the same weights on every
+    device and in every memory layout.
     """
     with torch.device("meta"):
         module = factory()
     module.to_empty(device="cpu")
     module.reset_parameters(generator)
-    return module.to(device, dtype)
+    return place_module(module, device, dtype)
+
+
+def memory_format() -> torch.memory_format:
+    """The layout convolutional networks compute in: channels-last unless the
+    ``channels_last`` setting (:func:`skgeoad.set_config`) is off."""
+    return torch.channels_last if get_config()["channels_last"] else torch.contiguous_format
+
+
+def place_module(module: torch.nn.Module, device, dtype=None) -> torch.nn.Module:
+    """``module`` on ``device`` (in ``dtype`` when given), its 4-D weights in :func:`memory_format`.
+
+    Every network goes through here, whether built, unpickled or loaded
+    from a file: oneDNN (CPU) and cuDNN (GPU) pick channels-last kernels
+    when the weights are channels-last, and then keep the activations so.
+    Only 4-D tensors change layout, so fully connected networks are
+    unaffected.
+    """
+    dtype = {} if dtype is None else {"dtype": dtype}
+    return module.to(device=device, memory_format=memory_format(), **dtype)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively, where bf16 autocast speeds networks up.
+
+    CUDA devices that support bf16; CPUs whose instruction set has AMX
+    tiles or AVX512-BF16 (oneDNN then runs bf16 convolutions and matrix
+    products in hardware; without them it emulates bf16, more slowly than
+    float32). Every other device: no.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
+    return False
+
+
+def _cpu_has(capability: str) -> bool:
+    """One of ``torch.cpu``'s instruction-set probes; ``False`` where this torch lacks it."""
+    probe = getattr(torch.cpu, capability, None)
+    return bool(probe()) if probe is not None else False
 
 
 def use_mixed_precision(mixed_precision, device: torch.device) -> bool:
-    """Resolve ``mixed_precision="auto"``: bf16 on CUDA devices that support it."""
+    """Resolve ``mixed_precision="auto"``: bf16 autocast where ``device`` computes bf16
+    natively (:func:`native_bf16`), float32 elsewhere; ``True`` / ``False`` as given."""
     if mixed_precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return native_bf16(device)
     return bool(mixed_precision)
 
 

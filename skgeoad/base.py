@@ -47,6 +47,8 @@ from ._data import DeviceData
 from ._torch import (
     deterministic_algorithms,
     fallback_device,
+    memory_format,
+    place_module,
     resolve_device,
     seed_generators,
     use_mixed_precision,
@@ -469,11 +471,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         return self._to_data(X)
 
     def _network_input(self, X):
-        """Flat tensors as networks take them: ``(n, C, H, W)`` images or ``(n, d)`` rows."""
+        """Flat tensors as networks take them: ``(n, C, H, W)`` images (a view, in the
+        memory layout of ``X``) or ``(n, d)`` rows."""
         if self.image_shape_ is None:
             return X
-        height, width, channels = self.image_shape_
-        return X.view(len(X), channels, height, width)
+        height, width, _ = self.image_shape_
+        return X.unflatten(2, (height, width))
 
     @property
     def _dtype(self):
@@ -490,16 +493,25 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def _to_data(self, X):
         """Validated rows as :class:`~skgeoad._data.DeviceData` of scaled samples on the device:
         ``(n, C, H * W)`` for images, ``(n, d)`` for tabular rows. They stay on the device
-        when they fit the ``device_data_bytes`` setting and stream there in batches if not."""
+        when they fit the ``device_data_bytes`` setting and stream there in batches if not.
+
+        Images keep the rows' own channels-last memory (a transposed view), which is
+        the layout the networks compute in (:func:`~skgeoad._torch.memory_format`):
+        batches drawn from them reach the networks without a conversion. With the
+        ``channels_last`` setting off they are made contiguous (NCHW) instead.
+        """
         shift, scale = (torch.as_tensor(v, device=self.device_, dtype=self._dtype) for v in self.scaling_)
+        channels_last = memory_format() == torch.channels_last
 
         def scale_rows(tensor):
             tensor = (tensor - shift) * scale
             if self.image_shape_ is None:
                 return tensor
             height, width, channels = self.image_shape_
-            tensor = tensor.sub_(1.0).view(len(tensor), height * width, channels)
-            return tensor.transpose(1, 2).contiguous()
+            tensor = tensor.sub_(1.0).view(len(tensor), height * width, channels).transpose(1, 2)
+            # With one channel both layouts count as contiguous; only the strides tell
+            # convolutions which kernels to pick, so NCHW needs its own strides.
+            return tensor if channels_last else tensor.clone(memory_format=torch.contiguous_format)
 
         return DeviceData(X, scale_rows, self.device_, self._dtype)
 
@@ -536,7 +548,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.device_ = device
         self.mixed_precision_ = use_mixed_precision(self.mixed_precision, device)
         for name, value in list(vars(self).items()):
-            setattr(self, name, map_torch(value, lambda torch_object: torch_object.to(device)))
+            setattr(self, name, map_torch(value, lambda torch_object: _place(torch_object, device)))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -559,6 +571,13 @@ def map_torch(value, function):
 def _per_sample(value, n_samples):
     """Whether a fit parameter has one entry per sample (and is split with ``X``)."""
     return hasattr(value, "__len__") and not isinstance(value, (str, dict)) and len(value) == n_samples
+
+
+def _place(value, device):
+    """A module or tensor on ``device``; networks in the layout they compute in."""
+    if isinstance(value, torch.nn.Module):
+        return place_module(value, device)
+    return value.to(device)
 
 
 def _to_cpu(value):

@@ -117,8 +117,8 @@ def scoring_module(detector):
     >>> from skgeoad import SubClusterDetector
     >>> from skgeoad.export import scoring_module
     >>> X, y = load_digits(return_X_y=True)
-    >>> detector = SubClusterDetector(epochs=2, device="cpu", random_state=0)
-    >>> detector = detector.fit(X[y < 3], cluster_labels=y[y < 3])
+    >>> detector = SubClusterDetector(epochs=2, device="cpu", mixed_precision=False, random_state=0)
+    >>> detector = detector.fit(X[y < 3], cluster_labels=y[y < 3])   # float32, as the module computes
     >>> module = scoring_module(detector)
     >>> scores = module(torch.as_tensor(X[:5], dtype=torch.float32)).double().numpy()
     >>> bool(abs(scores - detector.score_samples(X[:5].astype("float32"))).max() < 1e-6)
@@ -204,8 +204,9 @@ def export_onnx(detector, path, *, opset_version=OPSET_VERSION):
     >>> from skgeoad import GeometricTransformDetector, export_onnx
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X.astype(np.float32)
-    >>> detector = GeometricTransformDetector(
-    ...     transformations="rotations", widen_factor=1, epochs=2, device="cpu", random_state=0
+    >>> detector = GeometricTransformDetector(      # float32, as the graph computes
+    ...     transformations="rotations", widen_factor=1, epochs=2, device="cpu",
+    ...     mixed_precision=False, random_state=0,
     ... ).fit(X[y == 0][:100])
     >>> path = os.path.join(tempfile.mkdtemp(), "geom.onnx")
     >>> _ = export_onnx(detector, path)

@@ -137,7 +137,10 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
     device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` picks CUDA when available, else the CPU.
     mixed_precision : "auto" or bool, default="auto"
-        bf16 autocast; ``"auto"`` enables it on CUDA devices that support it.
+        bf16 autocast of the networks (under the precision policy of the user
+        guide); ``"auto"`` enables it where the device computes bf16 natively:
+        CUDA devices that support it and CPUs with AMX or AVX512-BF16
+        instructions. ``False`` computes in exact float32.
     verbose : int, default=0
         1 shows progress bars over epochs and scoring, 2 also over batches.
     random_state : int, RandomState instance or None, default=None
@@ -185,6 +188,9 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
         ``(H, W, C)`` of the images, ``None`` for tabular data.
     device_ : torch.device
         Device the model lives on.
+    mixed_precision_ : bool
+        Whether the networks run under bf16 autocast (what ``"auto"`` resolved
+        to on ``device_``).
     n_features_in_ : int
         Number of features (pixel values) per sample.
 

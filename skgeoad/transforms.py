@@ -134,20 +134,42 @@ class GeometricTransformations(nn.Module):
         """Apply transformation ``labels[i]`` to image ``x[i]``.
 
         ``x`` has shape ``(n, channels, height * width)`` (flat pixels), the
-        result ``(n, channels, height, width)``.
+        result ``(n, channels, height, width)``, in the memory layout of ``x``
+        (see :meth:`expand`).
         """
-        index = self.index[labels].unsqueeze(1).expand(-1, x.shape[1], -1)
-        return x.gather(2, index).view(x.shape[0], x.shape[1], self.height, self.width)
+        n, channels = x.shape[:2]
+        pixels = x.transpose(1, 2)  # (n, hw, channels): a view of channels-last input
+        index = self.index[labels].unsqueeze(2).expand(-1, -1, channels)
+        return self._as_images(pixels.gather(1, index), x)
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """All transformations of every image, image-major.
 
         ``(n, channels, height * width) -> (n * n_transforms, channels, height, width)``;
         row ``i * n_transforms + t`` is transformation ``t`` of image ``i``.
+
+        The pixels are gathered as ``(pixel, channel)`` rows, so channels-last
+        input (the transposed view of rows that hold each pixel's channels
+        together) gives channels-last images without a copy of its own;
+        other input gives contiguous (NCHW) images.
         """
         n, channels = x.shape[:2]
-        out = x[:, :, self.index].transpose(1, 2)  # (n, T, channels, hw)
-        return out.reshape(n * self.n_transforms, channels, self.height, self.width)
+        out = x.transpose(1, 2)[:, self.index]  # (n, T, hw, channels)
+        return self._as_images(out.reshape(n * self.n_transforms, -1, channels), x)
+
+    def _as_images(self, pixels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``(m, hw, channels)`` pixel rows as ``(m, channels, height, width)`` images:
+        channels-last when ``like`` (the input) holds each pixel's channels together
+        (its channel stride is 1), else in torch's default contiguous layout.
+
+        The test is on the stride, not on ``is_contiguous``: with one channel both
+        layouts count as contiguous, and convolutions pick their kernels by the
+        strides (a stride of 1 on the channel axis selects channels-last ones).
+        """
+        images = pixels.unflatten(1, (self.height, self.width)).permute(0, 3, 1, 2)
+        if like.stride(1) == 1:
+            return images
+        return images.clone(memory_format=torch.contiguous_format)
 
 
 @records_arguments

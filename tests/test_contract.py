@@ -127,6 +127,84 @@ def test_odin_ignores_autocast(fitted, normal_digits):
         detector.set_params(score_type="msp")
 
 
+def test_auto_precision_is_bf16_where_the_cpu_computes_it(normal_digits, monkeypatch):
+    """``mixed_precision="auto"`` on a CPU with native bf16 fits exactly the bf16 model."""
+    from skgeoad._torch import native_bf16
+
+    X_train, X_test, _ = normal_digits
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    auto = make("subcluster").fit(X_train)
+    assert native_bf16(torch.device("cpu")) and auto.mixed_precision_ is True
+    np.testing.assert_array_equal(
+        auto.score_samples(X_test), make("subcluster", mixed_precision=True).fit(X_train).score_samples(X_test)
+    )
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert make("subcluster", epochs=1).fit(X_train).mixed_precision_ is False
+
+
+# -- memory layout: channels-last against NCHW ------------------------------------
+
+
+def convolution_layouts(detector, X):
+    """``(name, output is channels-last, output is contiguous)`` of every convolution the
+    detector runs while it scores ``X`` by each of its rules."""
+    seen, handles = [], []
+    for attribute, value in vars(detector).items():
+        if isinstance(value, torch.nn.Module):
+            for name, layer in value.named_modules():
+                if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and layer.out_channels > 1:
+                    handles.append(layer.register_forward_hook(
+                        lambda layer, inputs, output, where=f"{attribute}.{name}": seen.append((
+                            where,
+                            output.is_contiguous(memory_format=torch.channels_last),
+                            output.is_contiguous(),
+                        ))
+                    ))  # fmt: skip
+    try:
+        scores_by_rule(detector, X)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("precision", [False, True])
+@pytest.mark.parametrize("name", DETECTORS)
+def test_channels_last_scores_as_nchw_up_to_rounding(name, precision, fitted, normal_digits):
+    """The same fitted networks score alike in either layout, by every rule, and each
+    layout is the one the convolutions really ran in."""
+    _, X_test, _ = normal_digits
+    detector = fitted[name, precision]
+    channels_last = scores_by_rule(detector, X_test)
+    nchw_detector = copy.deepcopy(detector)
+    with config_context(channels_last=False):
+        nchw_detector._place_on(nchw_detector.device_)
+        nchw = scores_by_rule(nchw_detector, X_test)
+        nchw_layouts = convolution_layouts(nchw_detector, X_test[:4])
+    for rule, scores in channels_last.items():
+        # Measured: at most 4e-4 on scores of magnitude 14 (GEOM's combined rule in bf16).
+        np.testing.assert_allclose(nchw[rule], scores, rtol=2e-4, atol=2e-4 * np.abs(scores).max(), err_msg=rule)
+    layouts = convolution_layouts(detector, X_test[:4])
+    assert all(is_channels_last for _, is_channels_last, _ in layouts), layouts
+    assert all(is_contiguous for _, _, is_contiguous in nchw_layouts), nchw_layouts
+    if name != "icae":  # its default autoencoder is fully connected
+        assert layouts and nchw_layouts
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_fit_in_nchw_ranks_as_one_in_channels_last(name, fitted, normal_digits):
+    """Layouts round differently, so fits drift apart; they must stay equally good."""
+    X_train, X_test, is_normal = normal_digits
+    with config_context(channels_last=False):
+        nchw = scores_by_rule(make(name, mixed_precision=False).fit(X_train), X_test)
+    channels_last = scores_by_rule(fitted[name, False], X_test)
+    for rule, scores in channels_last.items():
+        # Measured on these 80 images: differences of at most 0.01.
+        difference = roc_auc_score(is_normal, scores) - roc_auc_score(is_normal, nchw[rule])
+        assert abs(difference) < 0.04, (rule, difference)
+
+
 # -- device memory: resident or streamed ----------------------------------------
 
 
@@ -135,7 +213,7 @@ def test_streamed_data_gives_the_same_model_and_scores(name, fitted, normal_digi
     X_train, X_test, _ = normal_digits
     resident = fitted[name, False]
     with config_context(device_data_bytes=0):
-        streamed = make(name).fit(X_train)
+        streamed = make(name, mixed_precision=False).fit(X_train)
         for rule, scores in scores_by_rule(streamed, X_test).items():
             np.testing.assert_array_equal(scores, scores_by_rule(resident, X_test)[rule])
     assert streamed.offset_ == resident.offset_

@@ -27,6 +27,7 @@ from skgeoad import (
     load,
     save,
 )
+from skgeoad._torch import use_mixed_precision
 from skgeoad.persistence import FORMAT_VERSION, ModelFileError, SavedVersionWarning
 
 DATA = Path(__file__).parent / "data"
@@ -511,6 +512,8 @@ def test_cuda_fitted_files_load_on_a_machine_without_cuda(fitted, data, tmp_path
     # on the CPU whatever the device). Loaded in a process that sees no GPU.
     X_test = data[1]
     np.save(tmp_path / "X.npy", X_test)
+    # "auto" is resolved anew for the CPU the file loads on.
+    cpu_bf16 = use_mixed_precision("auto", torch.device("cpu"))
     expected = {}
     for name in DETECTORS:
         save(fitted[name], tmp_path / f"{name}.skgeoad")
@@ -526,7 +529,7 @@ def test_cuda_fitted_files_load_on_a_machine_without_cuda(fitted, data, tmp_path
                 warnings.simplefilter("always")
                 detector = skgeoad.load(path)
             assert any("fitted on cuda:0" in str(w.message) for w in caught), caught
-            assert detector.device_.type == "cpu" and detector.mixed_precision_ is False
+            assert detector.device_.type == "cpu" and detector.mixed_precision_ is {cpu_bf16!r}
             np.save({str(tmp_path)!r} + "/" + name + ".npy", detector.score_samples(np.load({str(tmp_path / "X.npy")!r})))
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
@@ -548,9 +551,16 @@ def test_an_unavailable_device_asked_for_is_refused(model_path):
 # -- the committed file -------------------------------------------------------
 
 
-def test_the_committed_reference_model_keeps_loading_and_scoring():
+def test_the_committed_reference_model_keeps_loading_and_scoring(monkeypatch):
     """tests/data/reference_geometric.skgeoad, written by skgeoad 0.1.0 in format 1
-    (regenerate with tests/data/make_reference_model.py only when the format changes)."""
+    (regenerate with tests/data/make_reference_model.py only when the format changes).
+
+    Its scores were computed in float32 (``mixed_precision="auto"`` on a CPU without
+    native bf16), and "auto" is resolved anew where a model loads: the CPU's bf16
+    probes are turned off here so that the float32 scores are reproduced.
+    """
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
     sys.path.insert(0, str(DATA))
     try:
         from make_reference_model import reference_rows
