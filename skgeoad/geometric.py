@@ -15,7 +15,7 @@ from ._scoring import (
     scores_to_numpy,
     transformation_normality,
 )
-from ._torch import autocast, build_module, progress, train_classifier
+from ._torch import autocast, build_module, inference_pass_size, progress, train_classifier
 from .base import BaseDeepDetector
 from .dirichlet import PROBABILITY_FLOOR, fit_dirichlet
 from .networks import MLP, WideResNet
@@ -427,7 +427,9 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
             yield log_p.view(len(features), n_transforms, n_transforms), features
 
     def _inference_batch_size(self):
-        return inference_batch_size(self.image_shape_, self.batch_size, self.device_)
+        return inference_batch_size(
+            self.network_, self.image_shape_, self.batch_size, self.device_, self.mixed_precision_
+        )
 
     def _normality(self, outputs, rule):
         return self._normalities(outputs, (rule,))[rule]
@@ -546,25 +548,19 @@ def image_transformation_classifier(image_shape, kind, depth, widen_factor, gene
     return transformations.to(device, dtype), network
 
 
-def inference_batch_size(image_shape, batch_size, device):
+def inference_batch_size(network, image_shape, batch_size, device, mixed_precision):
     """Network inputs per forward pass when scoring every transformation of samples.
 
-    ``batch_size`` for images of 32x32 or more; up to four times that for
-    smaller images, whose small tensors starve a CPU (measured on 8x8
-    digits with WRN-10-4: passes of 576 inputs ran 1.4x faster than of 144,
-    passes of 2,016 slower again), and 8 batches for tabular rows. On a
-    GPU, at least 32 batches (4,096 inputs): a pass of one 32x32 image's 72
-    transformations leaves a GPU waiting on kernel launches, and 4,096
-    32x32 inputs of WRN-10-4 need a few hundred MiB of activations.
+    Images: as many as keep the widest activation map of the pass within the
+    device's :data:`~skgeoad._torch.PASS_ACTIVATION_BYTES` (the network says
+    how large its maps are, :meth:`~skgeoad.networks.WideResNet.activation_elements`),
+    at least ``batch_size``; tabular rows: 8 batches.
     """
     if image_shape is None:
-        size = 8 * batch_size
-    else:
-        height, width, _ = image_shape
-        size = batch_size * min(4, max(1, 1024 // (height * width)))
-    if device.type != "cpu":
-        size = max(size, 32 * batch_size)
-    return size
+        return 8 * batch_size
+    height, width, _ = image_shape
+    itemsize = 2 if mixed_precision else torch.finfo(network.fc.weight.dtype).bits // 8
+    return max(batch_size, inference_pass_size(network.activation_elements(height, width) * itemsize, device))
 
 
 @torch.inference_mode()

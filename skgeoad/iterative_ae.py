@@ -620,7 +620,9 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         return torch.cat(codes), {rule: scores_to_numpy(values) for rule, values in scores.items()}
 
     def _transformed_outputs(self, inputs):
-        batch_size = inference_batch_size(self.image_shape_, self.batch_size, self.device_)
+        batch_size = inference_batch_size(
+            self.network_, self.image_shape_, self.batch_size, self.device_, self.mixed_precision_
+        )
         return transformed_outputs(
             self.network_, self.transformations_, inputs, batch_size, self.device_,
             self.mixed_precision_, self._dtype,

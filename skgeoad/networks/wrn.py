@@ -96,6 +96,12 @@ class WideResNet(FeatureClassifier):
         self.relu = nn.ReLU(inplace=True)
         self.num_features = in_width
         self.fc = nn.Linear(in_width, num_classes)
+        self._full_resolution_width = max(16, widths[0])
+
+    def activation_elements(self, height: int, width: int) -> int:
+        """Elements of the widest activation map one ``height x width`` input makes (the
+        first group's, at full resolution): what sizes inference passes to a memory budget."""
+        return self._full_resolution_width * height * width
 
     @staticmethod
     def _make_group(in_width: int, width: int, n_blocks: int, stride: int) -> nn.Sequential:
