@@ -144,6 +144,19 @@ def place_module(module: torch.nn.Module, device, dtype=None) -> torch.nn.Module
     return module.to(device=device, memory_format=memory_format(), **dtype)
 
 
+def fused(device: torch.device) -> dict:
+    """Keyword arguments that make a torch optimiser (Adam, SGD) fused on ``device``.
+
+    A fused optimiser updates every parameter in one kernel per step. On a CPU
+    that made GEOM's training steps (WRN-10-4, 8x8 digits, batch 128, bf16,
+    Adam with weight decay) 1.3-1.4x faster than torch's default multi-tensor
+    update, which spends a third of a small network's step on it; on CUDA it
+    saves the launches. The update is the same formula, rounded in another
+    order. Devices without fused kernels get the default.
+    """
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively, where bf16 autocast speeds networks up.
 

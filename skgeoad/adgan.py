@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call, grad_and_value, vmap
 
 from ._scoring import ADGAN_COMBINED_RULES, combined_normality, scores_to_numpy, standardisation_moments
-from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, progress
+from ._torch import autocast, batch_bounds, build_module, check_finite_loss, full_precision, fused, progress
 from .base import BaseDeepDetector
 from .networks import MLP, DCGANCritic, DCGANGenerator
 from .networks._init import records_arguments
@@ -357,7 +357,8 @@ class ADGANDetector(BaseDeepDetector):
 
     def _optimizers(self):
         if self.gan == "wgan-gp":
-            make = lambda params: torch.optim.Adam(params, lr=self.learning_rate, betas=(0.0, 0.9))  # noqa: E731
+            options = fused(self.device_)
+            make = lambda params: torch.optim.Adam(params, lr=self.learning_rate, betas=(0.0, 0.9), **options)  # noqa: E731
         else:
             lr = 5e-5 if self.learning_rate == 1e-4 else self.learning_rate
             make = lambda params: torch.optim.RMSprop(params, lr=lr)  # noqa: E731
@@ -602,11 +603,10 @@ class ADGANDetector(BaseDeepDetector):
             return _squared_error(image.unsqueeze(0), target.unsqueeze(0))[0]
 
         step_fn = vmap(grad_and_value(loss_fn, argnums=(0, 1)))
-        fused = {"fused": True} if self.device_.type in ("cuda", "cpu") else {}
-        betas = _SEARCH_BETAS
+        betas, options = _SEARCH_BETAS, fused(self.device_)
         optimizers = (
-            torch.optim.Adam(weights.values(), lr=self.generator_lr, betas=betas, **fused),
-            torch.optim.Adam([latent], lr=self.latent_lr, betas=betas, **fused),
+            torch.optim.Adam(weights.values(), lr=self.generator_lr, betas=betas, **options),
+            torch.optim.Adam([latent], lr=self.latent_lr, betas=betas, **options),
         )
         with full_precision(self.device_):
             for _ in range(self.n_search_steps):

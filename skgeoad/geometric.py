@@ -15,7 +15,7 @@ from ._scoring import (
     scores_to_numpy,
     transformation_normality,
 )
-from ._torch import autocast, build_module, inference_pass_size, progress, train_classifier
+from ._torch import autocast, build_module, fused, inference_pass_size, progress, train_classifier
 from .base import BaseDeepDetector
 from .dirichlet import PROBABILITY_FLOOR, fit_dirichlet
 from .networks import MLP, WideResNet
@@ -340,8 +340,9 @@ class GeometricTransformDetector(TransformerMixin, BaseDeepDetector):
             return transformation_batches(self.transformations_, data)
 
         optimizer = torch.optim.Adam(
-            self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-        )
+            self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay,
+            **fused(self.device_),
+        )  # fmt: skip
         self.history_ = train_classifier(
             self.network_,
             batches_of(X),

@@ -19,6 +19,7 @@ from ._torch import (
     chance_loss_limit,
     check_finite_loss,
     evaluate_loss,
+    fused,
     progress,
     run_epoch,
 )
@@ -679,7 +680,7 @@ class IterativeClusterAEDetector(BaseDeepDetector):
         )
         optimizer = torch.optim.Adam(
             self.network_.parameters(), lr=self.learning_rate,
-            weight_decay=_GEOMETRIC_WEIGHT_DECAY if geometric else 0.0,
+            weight_decay=_GEOMETRIC_WEIGHT_DECAY if geometric else 0.0, **fused(self.device_),
         )  # fmt: skip
         max_rounds = self.max_rounds or self.epochs_ // reselect_every
         masks, self.selection_history_, self.history_ = [selected], [], []

@@ -8,7 +8,7 @@ from sklearn.utils import check_consistent_length
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._scoring import blocked_knn_normality, cluster_logits, sample_features, scores_to_numpy, softmax_normality
-from ._torch import autocast, build_module, full_precision, progress, train_classifier
+from ._torch import autocast, build_module, full_precision, fused, progress, train_classifier
 from .base import BaseDeepDetector
 from .clustering import fit_predict_clusters
 from .networks import MLP, SmallCNN, WideResNet
@@ -408,7 +408,7 @@ class SubClusterDetector(BaseDeepDetector):
     def _train(self, X, targets, generator, validation=None):
         optimizer = torch.optim.SGD(
             self.network_.parameters(), lr=self.learning_rate, momentum=0.9,
-            weight_decay=self.weight_decay,
+            weight_decay=self.weight_decay, **fused(self.device_),
         )  # fmt: skip
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
 

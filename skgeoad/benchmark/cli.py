@@ -43,11 +43,13 @@ class _Parser(argparse.ArgumentParser):
 # -- argument types: argparse reports their errors as "argument --flag: ..." --
 
 
-def _integer(minimum, *, or_minus_one=False):
-    """An argparse type: an integer of at least ``minimum`` (or -1, joblib's "all")."""
-    expected = f"an integer >= {minimum}" + (" or -1" if or_minus_one else "")
+def _integer(minimum, *, or_minus_one=False, or_auto=False):
+    """An argparse type: an integer of at least ``minimum`` (or -1, joblib's "all"; or "auto")."""
+    expected = f"an integer >= {minimum}" + (" or -1" if or_minus_one else "") + (" or auto" if or_auto else "")
 
     def parse(text):
+        if or_auto and text == "auto":
+            return text
         try:
             value = int(text)
         except ValueError:
@@ -186,8 +188,10 @@ def build_parser():
                              "score with the others, from the same fit: columns DETECTOR[RULE]")
     parser.add_argument("--set", action="append", default=[], metavar="DETECTOR.PARAM=VALUE",
                         help="detector parameter, e.g. geometric.widen_factor=2 (repeatable)")
-    parser.add_argument("--n-jobs", type=_integer(1, or_minus_one=True), default=1,
-                        help="parallel runs (default 1)")
+    parser.add_argument("--n-jobs", type=_integer(1, or_minus_one=True, or_auto=True), default="auto",
+                        help="parallel runs: 'auto' (default) one per GPU where there are GPUs, "
+                             "else one per CPU core, each on a core of its own; -1 one per core; "
+                             "1 one after the other, on all the cores")
     parser.add_argument("--backend", default="loky",
                         choices=["loky", "threading", "multiprocessing", "dask", "ray"],
                         help="joblib backend; dask and ray need their packages (see --scheduler)")
@@ -480,6 +484,14 @@ def main(argv=None):
         return _run(args, settings, records, jobs)
 
 
+def _planned_order(detectors):
+    """A stable sort key putting records in ``--detectors`` order: parallel runs finish
+    in any order, and the table's columns follow the records' (a run's rule records
+    arrive together, in the order of its rules, and keep it)."""
+    position = {name: i for i, name in enumerate(detectors)}
+    return lambda record: position.get(str(record.get("detector", "")).partition("[")[0], len(position))
+
+
 def _run(args, settings, records, jobs):
     """Run ``jobs``, writing results as they come; return the exit status."""
     budget = {
@@ -512,6 +524,7 @@ def _run(args, settings, records, jobs):
         return 130
     wall = time.perf_counter() - start
     budget["wall_seconds"] = round(wall, 1)
+    records.sort(key=_planned_order(args.detectors))
     write_results(out, budget, records)
     figure = plot_results(records, out / "results.png")
     print(format_tables(records))
