@@ -748,45 +748,26 @@ def bare_loop(
     """Seconds of ``train_steps`` Adam steps and of ``infer_passes`` scoring passes of a bare WRN.
 
     The same network class, optimiser and batch size as the detector, on one batch of
-    random 32x32 images already on the device: no data handling, no transformations.
+    random 32x32 images already on the device, channels-last as the detector computes
+    (``bare_loop.BareLoop``, the loop every throughput comparison uses): no data
+    handling, no transformations.
     """
     torch = check.torch
+    from bare_loop import BareLoop
     from skgeoad.networks import WideResNet
 
-    device = check.device
-    network = WideResNet(1, n_transforms, depth, widen_factor).to(device)
+    loop = BareLoop(check.device, bf16=bf16, channels_last=True)
+    network = loop.network(WideResNet(1, n_transforms, depth, widen_factor))
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.randn(batch_size, 1, 32, 32, device=device)
-    labels = torch.randint(0, n_transforms, (batch_size,), device=device)
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-        if bf16
-        else contextlib.nullcontext
-    )
-
-    def train(steps):
-        network.train()
-        for _ in range(steps):
-            with autocast():
-                loss = loss_fn(network(images).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    def infer(passes, size):
-        network.eval()
-        batch = torch.randn(size, 1, 32, 32, device=device)
-        with torch.inference_mode():
-            for _ in range(passes):
-                with autocast():
-                    logits = network(batch)
-                torch.log_softmax(logits.float(), 1)
-
-    train(5)  # warm-up (cuDNN picks its kernels)
-    _, train_s = check.timed(train, train_steps)
-    infer(3, pass_size)
-    _, infer_s = check.timed(infer, infer_passes, pass_size)
+    images = loop.batch(batch_size, 1, 32, 32)
+    labels = torch.randint(0, n_transforms, (batch_size,), device=check.device)
+    train_s = loop.train(
+        network, optimizer,
+        lambda net: torch.nn.functional.cross_entropy(net(images).float(), labels), train_steps,
+    )  # fmt: skip
+    batch = loop.batch(pass_size, 1, 32, 32)
+    network.eval()
+    infer_s = loop.infer(lambda n: torch.log_softmax(network(batch[:n]).float(), 1), infer_passes * pass_size, pass_size)
     return train_s, infer_s
 
 
@@ -1088,6 +1069,15 @@ def header(check):
     print(
         f"skgeoad {skgeoad.__version__} {commit}, torch {torch.__version__}, numpy {np.__version__}, "
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    from skgeoad import get_config
+    from skgeoad._torch import native_bf16
+
+    layout = "channels-last (NHWC)" if get_config().get("channels_last", False) else "NCHW"
+    print(
+        f"memory format: {layout}; mixed_precision='auto' resolves to "
+        f"{'bf16 autocast' if native_bf16(check.device) else 'float32'} on {check.device} "
+        "(part 1 runs both precisions explicitly)"
     )
     print(
         f"parts {','.join(map(str, check.args.parts))}, budget {check.args.budget:.0f} s"
