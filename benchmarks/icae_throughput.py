@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from bare_loop import BareLoop
 from skgeoad import IterativeClusterAEDetector
 from skgeoad.networks import MLPAutoencoder
 
@@ -34,25 +35,20 @@ def load_images(n_train, n_test):
         return rng.uniform(size=(n_train, 28, 28)), rng.uniform(size=(n_test, 28, 28)), "uniform noise"
 
 
-def bare_loop(n_trained, n_forward, batch_size, hidden):
-    network = MLPAutoencoder(784, hidden, output="sigmoid")
+def bare_loop(n_trained, n_forward, batch_size, hidden, bf16):
+    """The shared bare loop (bare_loop.py) on the same autoencoder, in the detector's precision."""
+    loop = BareLoop("cpu", bf16=bf16, channels_last=True)
+    network = loop.network(MLPAutoencoder(784, hidden, output="sigmoid"))
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     batch = torch.rand(batch_size, 784)
-    network.train()
-    start = time.perf_counter()
-    for _ in range(n_trained // batch_size):
-        loss = (network(batch) - batch).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    train_seconds = time.perf_counter() - start
+    train_seconds = loop.train(network, optimizer, lambda net: (net(batch) - batch).pow(2).mean(), n_trained // batch_size)
     network.eval()
     chunk = torch.rand(4 * batch_size, 784)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for _ in range(n_forward // len(chunk)):
-            torch.nn.functional.cosine_similarity(chunk, network(chunk), dim=1)
-    return train_seconds, time.perf_counter() - start
+
+    def forward(n):
+        torch.nn.functional.cosine_similarity(chunk[:n], network(chunk[:n]).float(), dim=1)
+
+    return train_seconds, loop.infer(forward, n_forward, len(chunk))
 
 
 def timed(cls, name, totals):
@@ -99,7 +95,7 @@ def main():
     n_trained = sum(h["n_selected"] for h in detector.history_)
     # Every re-selection and the training scores encode all of X_train.
     n_forward = (detector.n_rounds_ + 1) * args.n_train
-    bare_train, bare_forward = bare_loop(n_trained, n_forward, args.batch_size, hidden)
+    bare_train, bare_forward = bare_loop(n_trained, n_forward, args.batch_size, hidden, detector.mixed_precision_)
     bare_score = bare_forward * args.n_test / n_forward
 
     # _reselect includes its _encode; the last _encode call is scoring.
