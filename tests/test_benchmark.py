@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from skgeoad import benchmark
@@ -15,6 +16,7 @@ from skgeoad.benchmark import (
     run_all,
     run_one,
 )
+from skgeoad._torch import use_mixed_precision
 from skgeoad.benchmark.protocols import stratified_subset
 
 QUICK_GEOMETRIC = [
@@ -79,6 +81,8 @@ def test_records_keep_what_the_fit_decided():
     assert "error" not in record
     assert record["fitted"]["critic_orientation_"] in (1, -1)
     assert record["fitted"]["epochs_"] == 2 and record["fitted"]["latent_dim_"] == 8
+    # What mixed_precision="auto" resolved to on this machine.
+    assert record["fitted"]["mixed_precision_"] is use_mixed_precision("auto", torch.device("cpu"))
     assert all(isinstance(value, (bool, int, float, str)) for value in record["fitted"].values())
     json.dumps(record)  # the results file takes it as it is
 
