@@ -1,4 +1,4 @@
-"""float32 against bf16 autocast (the GPU's default), every detector and every score rule.
+"""float32 against bf16 autocast (the default wherever bf16 is native), every detector and rule.
 
 Budget (defaults, CPU): Fashion-MNIST class 0 (T-shirt/top) as the normal
 class, 500 training images, 1,000 test images drawn at random from the test

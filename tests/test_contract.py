@@ -1,7 +1,9 @@
 """What every detector promises, tested on all four at once.
 
-The GPU's default precision (bf16 autocast) is exercised here on the CPU, so
-every commit runs it; so are the streamed data path, pickles of (faked)
+Both precisions, bf16 autocast (the default wherever the device computes it
+natively: CUDA, and CPUs with AMX or AVX512-BF16) and float32, and both memory
+layouts (channels-last, the default, and NCHW) are exercised on the CPU, so
+every commit runs them; so are the streamed data path, pickles of (faked)
 CUDA-fitted models loaded in a process without CUDA, thresholds on new data,
 and the errors that replace silent NaN.
 """
@@ -91,7 +93,7 @@ def scores_by_rule(detector, X):
     return result
 
 
-# -- bf16 (the GPU's default) ---------------------------------------------------
+# -- bf16 (the default where the device computes it natively) --------------------
 
 
 @pytest.mark.parametrize("name", DETECTORS)
