@@ -114,7 +114,7 @@ def subcluster_bare(loop, detector, n_train, n_test, side):
     def odin():
         for start in range(0, n_val, 4 * bs):
             x = big[: min(4 * bs, n_val - start)].clone().requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(network(x) / 1000.0, torch.zeros(len(x), dtype=torch.long))
+            loss = torch.nn.functional.cross_entropy(network(x) / 1000.0, torch.zeros(len(x), dtype=torch.long, device=loop.device))
             (gradient,) = torch.autograd.grad(loss, x)
             with torch.no_grad():
                 network(x - 0.0014 * gradient.sign())

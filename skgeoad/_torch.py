@@ -149,10 +149,10 @@ def fused(device: torch.device) -> dict:
 
     A fused optimiser updates every parameter in one kernel per step. On a CPU
     that made GEOM's training steps (WRN-10-4, 8x8 digits, batch 128, bf16,
-    Adam with weight decay) 1.3-1.4x faster than torch's default multi-tensor
-    update, which spends a third of a small network's step on it; on CUDA it
-    saves the launches. The update is the same formula, rounded in another
-    order. Devices without fused kernels get the default.
+    Adam with weight decay) 1.3-1.4x faster than with torch's default
+    multi-tensor update; on CUDA it saves kernel launches. The update is the
+    same formula, rounded in another order. Devices without fused kernels get
+    the default.
     """
     return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
@@ -261,7 +261,7 @@ def chance_loss_limit(n_classes: int) -> float:
 #: a pass runs fastest while its maps fit the caches: measured with WRN-10-1 and
 #: WRN-10-4 on 8x8 and 32x32 images in bf16 channels-last (two cores), passes whose
 #: widest map held 5-20 MB ran up to 1.35x faster than passes of one 32x32 image's
-#: 72 transformations and as fast as larger ones, which spill out of the cache. A
+#: 72 transformations, and faster than larger ones, which spill out of the cache. A
 #: GPU needs large passes to keep busy (kernel launches dominate small ones).
 PASS_ACTIVATION_BYTES = {"cpu": 16 * 2**20, "default": 512 * 2**20}
 

@@ -202,7 +202,7 @@ def test_a_fit_in_nchw_ranks_as_one_in_channels_last(name, fitted, normal_digits
         nchw = scores_by_rule(make(name, mixed_precision=False).fit(X_train), X_test)
     channels_last = scores_by_rule(fitted[name, False], X_test)
     for rule, scores in channels_last.items():
-        # Measured on these 80 images: differences of at most 0.01.
+        # Measured on these 80 images: the same AUROC to 4 decimals for every rule.
         difference = roc_auc_score(is_normal, scores) - roc_auc_score(is_normal, nchw[rule])
         assert abs(difference) < 0.04, (rule, difference)
 
